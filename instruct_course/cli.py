@@ -9,7 +9,7 @@ from pathlib import Path
 from .core import CourseError
 
 # %% auto #0
-__all__ = ['build_parser', 'main']
+__all__ = ['EXPERIMENTS', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #42cd4f47
 def _cmd_world(a):
@@ -40,6 +40,19 @@ def _cmd_bench(a):
     res = f()
     print(json.dumps(res, indent=2 if not a.json else None, default=str))
 
+EXPERIMENTS = {"multitask": ("instruct_course.multitask", "run_multitask_experiment", "12_multitask: single- vs multi-task tuning, unseen families"),
+               "pitfalls": ("instruct_course.pitfalls", "run_pitfalls_experiment", "13_pitfalls: overfitting, underfitting, forgetting, contamination"),
+               "overoptimization": ("instruct_course.ppo", "run_overoptimization", "07_ppo: proxy vs gold reward against KL at small and sensible beta"),
+               "judge": ("instruct_course.evaluation", "run_judge_agreement", "11_evaluation: how far the SmolLM2 judge agrees with exact match"),
+               "dpo-vs-ppo": ("instruct_course.dpo", "run_dpo_vs_ppo", "08_dpo: DPO and PPO compared on gold reward at matched KL")}
+
+def _cmd_experiment(a):
+    mod, fn, _ = EXPERIMENTS[a.name]
+    try: f = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError): raise CourseError(f"experiment {a.name!r} is not available in this version ({mod}.{fn} missing)") from None
+    res = f(out_dir=a.out or f"runs/{a.name}", seed=a.seed, quick=a.quick)
+    print(json.dumps(res, indent=2, default=str)[:6000])
+
 def _cmd_grade(a, rest):
     try: from instruct_course.grading import grade_main
     except ImportError: raise CourseError("grading is not available in this version (instruct_course.grading missing)") from None
@@ -59,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=None, help="SFT steps (default: COURSE_SFT_CONFIG)"); d.add_argument("--seed", type=int, default=0); d.set_defaults(fn=_cmd_demo)
     b = sub.add_parser("bench", help="benchmarks (JSON)"); b.add_argument("what", choices=sorted(_BENCHES)); b.add_argument("--json", action="store_true")
     b.set_defaults(fn=_cmd_bench)
+    e = sub.add_parser("experiment", help="the longer runs behind the lessons' plots (JSON + PNG under runs/NAME)",
+                       description="\n".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items()), formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("name", choices=list(EXPERIMENTS)); e.add_argument("--out", default=None, help="output directory (default runs/NAME)")
+    e.add_argument("--seed", type=int, default=0); e.add_argument("--quick", action="store_true", help="the small settings the lessons use in CI")
+    e.set_defaults(fn=_cmd_experiment)
     g = sub.add_parser("grade", help="grade an exercise notebook (see exercises/README.md)", add_help=False)
     g.set_defaults(fn=None)
     return p

