@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import CourseError, seed_everything, save_json, Timer
-from .masking import IGNORE_INDEX, format_prompt
+from .masking import IGNORE_INDEX, format_prompt, position_ids_from_mask
 from .models import generate, _stop_ids
 
 # %% auto #0
@@ -54,7 +54,7 @@ def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tens
     if input_ids.shape != labels.shape or input_ids.shape != attention_mask.shape:
         raise CourseError(f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and labels {tuple(labels.shape)} must have the same shape")
     kw = {"attention_mask": attention_mask}
-    if _accepts_position_ids(model): kw["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # padding-side independent
+    if _accepts_position_ids(model): kw["position_ids"] = position_ids_from_mask(attention_mask)  # padding-side independent
     logits = model(input_ids=input_ids, **kw).logits[:, :-1].float()
     targets = labels[:, 1:].to(logits.device)
     mask = targets != IGNORE_INDEX

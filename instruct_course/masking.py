@@ -14,7 +14,7 @@ IGNORE_INDEX = -100
 # %% auto #0
 __all__ = ['IGNORE_INDEX', 'ALPACA_HEADER', 'PROMPT_STYLES', 'format_prompt', 'ExampleTooLong', 'prepare_instruction_data',
            'show_mask', 'decode_targets', 'prepare_dataset', 'InstructionCollator', 'compute_instruction_loss',
-           'masked_lm_loss', 'pack_examples', 'packed_attention_mask', 'collate_packed']
+           'masked_lm_loss', 'position_ids_from_mask', 'pack_examples', 'packed_attention_mask', 'collate_packed']
 
 # %% ../nbs/03_masking.ipynb #94dd98c1
 ALPACA_HEADER = ("Below is an instruction that describes a task{ctx}. Write a response that appropriately completes the request.\n\n")
@@ -161,6 +161,11 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: int | 
         return logits.sum() * 0.0
     total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
     return total / n
+
+# %% ../nbs/03_masking.ipynb #c3pos002
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    "Position ids that count only real tokens: `cumsum(mask) - 1`, clamped at 0 on padding (left or right)."
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 # %% ../nbs/03_masking.ipynb #04dec7be
 def pack_examples(examples: list[dict], max_length: int) -> list[dict]:

@@ -13,14 +13,14 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from tqdm.auto import tqdm
 from .core import CourseError, seed_everything, assets_dir, save_json, run_dir, Timer, pick_device
 from .models import load_model, load_tokenizer, pack_blocks
-from .masking import format_prompt
+from .masking import format_prompt, position_ids_from_mask
 from .world import make_splits, pretraining_text, eval_keys, score_response
 
 # %% auto #0
 __all__ = ['PPO_PROVENANCE', 'HISTORY_KEYS', 'PLOT_PANELS', 'OVEROPT_RUNS', 'PPOConfig', 'logprobs_from_logits',
            'entropy_from_logits', 'masked_mean', 'masked_var', 'masked_whiten', 'kl_penalty', 'per_token_rewards',
            'compute_gae', 'policy_loss', 'value_loss', 'FixedKLController', 'AdaptiveKLController',
-           'PolicyWithValueHead', 'positions', 'response_logprobs', 'load_policy', 'check_same_tokenizer', 'rollout',
+           'PolicyWithValueHead', 'response_logprobs', 'load_policy', 'check_same_tokenizer', 'rollout',
            'score_rollout', 'make_experience', 'ppo_loss', 'train_ppo', 'gold_eval', 'sequence_kl', 'plot_history',
            'LivePlot', 'smooth', 'LengthBiasedProxy', 'plot_overoptimization', 'run_overoptimization', 'bench_ppo']
 
@@ -191,16 +191,12 @@ class PolicyWithValueHead(nn.Module):
             values = self.value_model.head(h.to(self.value_model.head.weight.dtype)).squeeze(-1).float()
         return out.logits, values
 
-def positions(attention_mask: torch.Tensor) -> torch.Tensor:
-    "Position ids that skip left padding: cumsum(mask) − 1, clamped at 0."
-    return (attention_mask.long().cumsum(1) - 1).clamp(min=0)
-
 def response_logprobs(model: nn.Module, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor, response_mask: torch.Tensor,
                       temperature: float = 1.0, with_values: bool = False):
     "Log-probs at T of each response token (`[B, R]`), the logits that predicted them, and values when `model` has a value head."
     ids = torch.cat([query, response], 1); am = torch.cat([query_mask, response_mask], 1).long(); P = query.shape[1]
-    if with_values: logits, values = model(ids, am, positions(am))
-    else: logits, values = model(input_ids=ids, attention_mask=am, position_ids=positions(am), use_cache=False).logits, None
+    if with_values: logits, values = model(ids, am, position_ids_from_mask(am))
+    else: logits, values = model(input_ids=ids, attention_mask=am, position_ids=position_ids_from_mask(am), use_cache=False).logits, None
     logits = logits[:, P - 1:-1]
     lp = logprobs_from_logits(logits, response, temperature)
     return lp, logits, (values[:, P - 1:-1] if values is not None else None)

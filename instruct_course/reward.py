@@ -14,7 +14,7 @@ from transformers import Trainer, TrainingArguments, AutoModel, AutoTokenizer
 from tqdm.auto import tqdm
 from .core import CourseError, seed_everything, pick_device, save_json, write_jsonl, read_jsonl, assets_dir, Timer
 from .world import get_family, score_response, final_answer, normalize_answer, TOPIC_LABELS
-from .masking import format_prompt
+from .masking import format_prompt, position_ids_from_mask
 from .models import generate, load_tokenizer, resolve_model
 
 # %% auto #0
@@ -256,7 +256,7 @@ class RewardModel(nn.Module):
         "Rewards, shape [B], float32."
         if attention_mask is None: attention_mask = torch.ones_like(input_ids)
         mask = attention_mask.long()
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        pos = position_ids_from_mask(mask)
         h = self.trunk(input_ids=input_ids, attention_mask=mask, position_ids=pos).last_hidden_state
         last = h[torch.arange(h.shape[0], device=h.device), last_token_index(mask)]
         return self.head(last.to(self.head.weight.dtype)).squeeze(-1).float()
