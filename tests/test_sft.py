@@ -63,3 +63,38 @@ def test_evaluate_exact_match_scores_both_ways(tok, data):
     assert all(p["correct"] == (p["prediction"].strip() == p["response"]) for p in res["predictions"])
     with pytest.raises(CourseError, match="empty"):
         evaluate_exact_match(None, tok, [])
+
+
+def test_run_demo_writes_the_metrics_contract(tmp_path):
+    from instruct_course.sft import run_demo
+    from instruct_course.world import SPLITS
+    m = run_demo(tmp_path / "demo", max_steps=4, progress=False, eval_per_family=2)
+    disk = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert disk == json.loads(json.dumps(m))
+    for side in ("before", "after"):
+        per = disk[side]["per_task"]
+        assert 0 <= disk[side]["exact_match"] <= 1 and len(per) == 11 and disk[side]["n"] == 22  # 11 trained families x 2
+        assert disk[side]["exact_match"] == pytest.approx(sum(per.values()) / len(per), abs=1e-3)  # mean over families, heldout_instances
+        assert set(disk[side]["splits"]) == set(SPLITS[1:])
+    assert disk["sft"]["steps"] == 4 and disk["sft"]["task_upsample"]["qa"] > 1
+    assert (tmp_path / "demo" / "loss.png").stat().st_size > 0
+    preds = [json.loads(l) for l in (tmp_path / "demo" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["model"] for p in preds} == {"base", "sft"} and all("prediction" in p and "correct" in p for p in preds)
+    with pytest.raises(CourseError, match="eval_per_family"):
+        run_demo(tmp_path / "bad", max_steps=1, progress=False, eval_per_family=0)
+
+
+def test_batch_rebalance_splits_the_same_batch_and_follows_the_seed(tok, data, tmp_path):
+    "Micro-batches of similar length inside each random optimizer-step batch: how the batch is cut changes nothing, the seed does."
+    def final_loss(name, seed=0, **kw):
+        train_sft_stage(load_model("tiny", device="cpu"), data["train"], tok, output_dir=tmp_path / name, max_steps=6, seed=seed, progress=False,
+                        save_steps=1000, logging_steps=1, learning_rate=1e-3, sampling="batch_rebalance", **kw)
+        return [h["loss"] for h in json.loads((tmp_path / name / "log_history.json").read_text())["log_history"] if "loss" in h]
+    a = final_loss("a", batch_size=8, gradient_accumulation_steps=2)   # 16 examples per step, in 2 micro-batches
+    b = final_loss("b", batch_size=4, gradient_accumulation_steps=4)   # the same 16, in 4
+    c = final_loss("c", seed=1, batch_size=8, gradient_accumulation_steps=2)
+    assert a == pytest.approx(b, rel=1e-4) and a != pytest.approx(c, rel=1e-3)
+    with pytest.raises(CourseError, match="gradient_accumulation_steps"):
+        train_sft_stage(load_model("tiny", device="cpu"), data["train"], tok, output_dir=tmp_path / "d", max_steps=1, progress=False, sampling="batch_rebalance")
+    with pytest.raises(CourseError, match="sampling"):
+        train_sft_stage(load_model("tiny", device="cpu"), data["train"], tok, output_dir=tmp_path / "e", max_steps=1, progress=False, sampling="sorted")
