@@ -51,6 +51,7 @@ class PPOConfig:
     value_lr_mult: float = 10.0      # "head" mode: the zero-initialised head learns this many times faster than the trunk (course choice)
     missing_eos_penalty: float = 1.0 # subtracted from the (normalised) score of a response without EOS (TRL's missing_eos_penalty)
     whiten_rewards: bool = False     # whiten the per-token rewards before GAE (TRL option; off by default there too)
+    advantage_floor: float | None = None  # clamp whitened advantages from below; 0 = learn only from better-than-average tokens (course experiment, not standard PPO)
     ptx_coef: float = 0.0            # γ of PPO-ptx (pretraining log-likelihood mix). InstructGPT: 27.8; 0 = plain PPO
     ptx_batch_size: int = 8          # pretraining blocks per gradient step when ptx_coef > 0
     ptx_block_size: int = 64         # tokens per pretraining block
@@ -65,6 +66,8 @@ class PPOConfig:
         if self.kl_estimator not in ("k1", "k3"): raise CourseError(f"PPOConfig.kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
         for k in ("kl_coef", "target_kl", "ptx_coef", "cliprange", "cliprange_value", "vf_coef"):
             if not getattr(self, k) >= 0: raise CourseError(f"PPOConfig.{k} must be >= 0, got {getattr(self, k)!r}")
+        if self.advantage_floor is not None and not (isinstance(self.advantage_floor, (int, float)) and math.isfinite(self.advantage_floor) and self.advantage_floor <= 0):
+            raise CourseError(f"PPOConfig.advantage_floor must be None or a finite number <= 0 (whitened advantages have mean 0), got {self.advantage_floor!r}")
         if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1): raise CourseError(f"PPOConfig.gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
 
 PPO_PROVENANCE = {
@@ -278,7 +281,7 @@ def score_rollout(reward_model, ro: dict, records: list[dict], pad_id: int) -> t
 # %% ../nbs/07_ppo.ipynb #4d185bf7
 @torch.no_grad()
 def make_experience(model, ref_model, ro: dict, scores: torch.Tensor, beta: float, cfg: PPOConfig) -> dict:
-    "Old log-probs, reference log-probs, values, per-token rewards, whitened advantages and returns for one scored rollout."
+    "Old log-probs, reference log-probs, values, per-token rewards, whitened advantages (floored at `cfg.advantage_floor` if set) and returns for one scored rollout."
     rmask = ro["response_mask"]
     old_lp, old_logits, old_v = response_logprobs(model, ro["query"], ro["query_mask"], ro["response"], rmask, cfg.temperature, with_values=True)
     ref_lp, _, _ = response_logprobs(ref_model, ro["query"], ro["query_mask"], ro["response"], rmask, cfg.temperature)
@@ -286,8 +289,10 @@ def make_experience(model, ref_model, ro: dict, scores: torch.Tensor, beta: floa
     rewards = per_token_rewards(scores.to(old_lp.device), kl_tok, rmask, beta)
     if cfg.whiten_rewards: rewards = masked_whiten(rewards, rmask, shift_mean=False)
     adv, returns = compute_gae(rewards, old_v * rmask, rmask, cfg.gamma, cfg.lam)
+    adv = masked_whiten(adv, rmask)
+    if cfg.advantage_floor is not None: adv = adv.clamp(min=cfg.advantage_floor) * rmask
     return {"old_logp": old_lp, "old_values": old_v * rmask, "ref_logp": ref_lp, "rewards": rewards, "returns": returns,
-            "advantages": masked_whiten(adv, rmask),
+            "advantages": adv,
             "seq_kl": ((old_lp - ref_lp) * rmask).sum(1),  # k1 per sequence: what we report and what the KL controller tracks
             "entropy": masked_mean(entropy_from_logits(old_logits, cfg.temperature), rmask).item()}
 

@@ -522,9 +522,9 @@ def evaluate_reward_model(model: RewardModel, tokenizer, pairs: list[dict]) -> d
             "gold_agreement": gold_agreement(model, tokenizer, pairs), "calibration_ece": calibration_table(rc, rr)["ece"],
             "mean_margin": float((rc - rr).mean()), "chosen_rewards": [round(float(x), 5) for x in rc], "rejected_rewards": [round(float(x), 5) for x in rr]}
 
-def make_shipped_reward_model(out_dir: str | Path | None = None, seed: int = 0, n_train_prompts: int = 1500, max_steps: int = 400,
+def make_shipped_reward_model(out_dir: str | Path | None = None, seed: int = 0, n_train_prompts: int | None = None, max_steps: int = 800,
                               k: int = 4, progress: bool = True, **overrides) -> dict:
-    "Reproduce `assets/tiny-rm`: pairs from `n_train_prompts` training prompts, RM trained from tiny-sft, evaluated on held-out instances."
+    "Reproduce `assets/tiny-rm`: pairs from the first `n_train_prompts` training prompts (None: all), RM trained from tiny-sft, evaluated on held-out instances."
     from instruct_course.world import make_splits
     from instruct_course.models import load_model
     out = Path(out_dir) if out_dir else assets_dir() / "tiny-rm"

@@ -177,6 +177,22 @@ def test_adaptive_kl_controller_direction():
     with pytest.raises(CourseError): AdaptiveKLController(0.1, target=0.0, horizon=10)
 
 
+def test_advantage_floor_clamps_only_the_whitened_advantages(policy, records):
+    lm, tok = policy
+    seed_everything(0)
+    model = PolicyWithValueHead(lm).eval()
+    ro = rollout(lm, tok, [format_prompt(r["instruction"], r["input"]) for r in records[:8]], max_new_tokens=12, temperature=1.0)
+    scores, m = torch.linspace(-1, 1, 8), ro["response_mask"].bool()
+    plain = make_experience(model, lm, ro, scores, 0.1, PPOConfig(batch_size=8, mini_batch_size=8))
+    for floor in (0.0, -0.5):
+        e = make_experience(model, lm, ro, scores, 0.1, PPOConfig(batch_size=8, mini_batch_size=8, advantage_floor=floor))
+        assert torch.allclose(e["advantages"][m], plain["advantages"][m].clamp(min=floor)) and e["advantages"][~m].abs().sum() == 0
+        assert torch.equal(e["returns"], plain["returns"])  # the value targets are untouched
+    assert (plain["advantages"][m] < -0.5).any()  # so both floors above really clamped something
+    for bad in (0.5, float("nan"), "0"):
+        with pytest.raises(CourseError, match="advantage_floor"): PPOConfig(advantage_floor=bad)
+
+
 def test_config_validation():
     with pytest.raises(CourseError, match="kl_estimator"): PPOConfig(kl_estimator="k2")
     with pytest.raises(CourseError, match="mini_batch_size"): PPOConfig(batch_size=10, mini_batch_size=4)

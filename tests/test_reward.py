@@ -298,7 +298,7 @@ def test_shipped_tiny_rm():
     d = assets_dir() / "tiny-rm"
     assert sum(f.stat().st_size for f in d.iterdir()) < 6 * 2**20
     stats = json.loads((d / "rm_stats.json").read_text())
-    assert stats["heldout"]["accuracy"] >= 0.85 and stats["eval"]["split"].endswith("['heldout_instances']")
+    assert stats["heldout"]["accuracy"] >= 0.90 and stats["eval"]["split"].endswith("['heldout_instances']")
     m, tk = load_reward_model("tiny-rm")
     assert tk.get_vocab() == load_tokenizer(SFT).get_vocab()
     rec = {"instruction": "Convert the text to uppercase.", "input": "red cat", "response": "RED CAT", "task": "uppercase"}
