@@ -395,8 +395,8 @@ def train_ppo(policy_name_or_model="tiny-sft", reward_model=None, prompts_record
                 acc.backward(loss); acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm); opt.step(); opt.zero_grad(set_to_none=True)
                 for k, v in st.items(): stats.setdefault(k, []).append(v)
         t3 = time.perf_counter()
-        kl_mean = exp["seq_kl"].mean().item()
-        kl_ctl.update(kl_mean, cfg.batch_size)                                   # 4. β for the next step
+        kl_mean = acc.reduce(exp["seq_kl"].mean(), "mean").item()               # averaged over processes: every process keeps the same β
+        kl_ctl.update(kl_mean, cfg.batch_size * acc.num_processes)               # 4. β for the next step
         row.update(rm_reward=rm_mean, kl=kl_mean, entropy=exp["entropy"], skipped_nonfinite=skipped, time_score=t2 - t1, time_update=t3 - t2,
                    **{k: float(np.mean(stats[k])) if k in stats else float("nan") for k in ("clip_frac", "approx_kl", "pg_loss", "vf_loss", "ptx_loss")})
         for k in HISTORY_KEYS: hist[k].append(row[k])
