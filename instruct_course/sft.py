@@ -160,6 +160,14 @@ def upsample_tasks(records, factors: dict[str, int], seed: int = 0) -> list[dict
 def _summary(res: dict) -> dict:
     return {"exact_match": round(res["exact_match"], 4), "per_task": {k: round(v, 4) for k, v in res["per_task"].items()}, "n": res["n"]}
 
+def _first_per_task(records: list[dict], n: int) -> list[dict]:
+    "The first `n` records of each task, in their original order."
+    seen, out = {}, []
+    for r in records:
+        seen[r["task"]] = seen.get(r["task"], 0) + 1
+        if seen[r["task"]] <= n: out.append(r)
+    return out
+
 def run_demo(out_dir: str | Path = "runs/demo", seed: int = 0, max_steps: int | None = None, progress: bool = True,
              eval_per_family: int | None = None) -> dict:
     """Base vs SFT on the embedded world; writes metrics.json, loss.png and predictions.jsonl to `out_dir`.
@@ -173,8 +181,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seed: int = 0, max_steps: int | 
     splits = make_splits(seed=seed); tok = load_tokenizer("tiny"); base = load_model("tiny", device="cpu")
     if eval_per_family is not None:
         if not isinstance(eval_per_family, int) or eval_per_family < 1: raise CourseError(f"eval_per_family must be a positive int or None, got {eval_per_family!r}")
-        for s in SPLITS[1:]:
-            seen = {}; splits[s] = [r for r in splits[s] if seen.setdefault(r["task"], []).append(r) or len(seen[r["task"]]) <= eval_per_family]
+        for s in SPLITS[1:]: splits[s] = _first_per_task(splits[s], eval_per_family)
     print(f"world: {len(FAMILIES)} task families; " + ", ".join(f"{s}={len(v)}" for s, v in splits.items()))
     print(f"base model: {model_size(base)}")
     for r in splits["train"][:3]: print(f"  example [{r['task']}/{r['template_id']}] {r['instruction'][:70]!r} → {r['response'][:50]!r}")
@@ -182,8 +189,7 @@ def run_demo(out_dir: str | Path = "runs/demo", seed: int = 0, max_steps: int | 
     print(f"before SFT: " + ", ".join(f"{s} {before[s]['exact_match']:.1%}" for s in SPLITS[1:]) + f"  ({t_before.seconds:.0f} s)")
     steps = max_steps or COURSE_DEMO_STEPS
     train = upsample_tasks(splits["train"], COURSE_TASK_UPSAMPLE, seed=seed)
-    by = {}; [by.setdefault(r["task"], []).append(r) for r in splits["heldout_instances"]]
-    eval_small = [r for k in sorted(by) for r in by[k][:10]]
+    eval_small = sorted(_first_per_task(splits["heldout_instances"], 10), key=lambda r: r["task"])  # stable: per task, original order
     sft = train_sft_stage(load_model("tiny", device="cpu"), train, tok, output_dir=out / "sft_model", eval_dataset=eval_small, seed=seed, progress=progress,
                           config={**COURSE_DEMO_CONFIG, "max_steps": steps, "eval_steps": max(steps // 4, 1), "save_steps": steps})  # 4 evals, 1 checkpoint
     log = json.loads((out / "sft_model" / "log_history.json").read_text())
