@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test test-sync test-nbs test-py lab export bench clean
+.PHONY: install demo test lint format test-sync test-nbs test-py lab export bench clean
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,12 +26,23 @@ install: $(STAMP)
 demo: install
 	$(BIN)/instruct-course demo
 
-# Notebooks and library in sync, every lesson executed, then the test suite.
-test: install test-sync test-nbs test-py
+# Formatted and linted, notebooks and library in sync, every lesson executed, then the test suite.
+test: install lint test-sync test-nbs test-py
+
+# ruff formats the notebooks' code cells, the library and the tests; `make format` applies what `make lint` checks.
+lint: install
+	$(BIN)/ruff format --check nbs instruct_course tests
+	$(BIN)/ruff check nbs instruct_course tests
+
+format: install
+	$(BIN)/ruff format -q nbs tests
+	$(BIN)/ruff check -q --fix nbs tests
 
 test-sync: install
+	$(BIN)/ruff format -q nbs
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
+	$(BIN)/ruff format -q instruct_course
 	@if [ -n "$$(git status --porcelain -- nbs instruct_course)" ]; then \
 	  echo "Notebooks and library are out of sync (edit nbs/, then run 'make export' and commit):"; \
 	  git status --porcelain -- nbs instruct_course; exit 1; fi
@@ -48,8 +59,10 @@ lab: install
 	$(BIN)/jupyter lab nbs
 
 export: install
+	$(BIN)/ruff format -q nbs
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
+	$(BIN)/ruff format -q instruct_course
 
 bench: install
 	$(BIN)/instruct-course bench sft --json

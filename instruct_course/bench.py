@@ -4,320 +4,583 @@
 
 # %% ../nbs/15_bench.ipynb #0c3386e9
 from __future__ import annotations
-import os, sys, time, json, math, platform, tempfile, threading, functools, contextlib, io
+
+import contextlib
+import functools
+import io
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
 from collections import defaultdict
+
 import torch
-import torch.nn.functional as F
 from transformers import TrainerCallback
 from transformers.trainer_utils import SaveStrategy
+
 from .core import CourseError, seed_everything
-from .masking import prepare_dataset, InstructionCollator, compute_instruction_loss, masked_lm_loss, format_prompt, IGNORE_INDEX
-from .sft import InstructionTrainer, training_arguments, COURSE_SFT_CONFIG
+from instruct_course.masking import (
+    IGNORE_INDEX,
+    InstructionCollator,
+    compute_instruction_loss,
+    format_prompt,
+    masked_lm_loss,
+    prepare_dataset,
+)
+from .sft import COURSE_SFT_CONFIG, InstructionTrainer, training_arguments
 
 # %% auto #0
-__all__ = ['PHASES', 'VARIANTS', 'measure_peak_gflops', 'batch_counts', 'Turnstile', 'run_in_turns', 'PhaseTimer',
-           'FullHeadTrainer', 'trl_config', 'trl_records', 'bench_sft', 'phase_table']
+__all__ = [
+    "PHASES",
+    "VARIANTS",
+    "measure_peak_gflops",
+    "batch_counts",
+    "Turnstile",
+    "run_in_turns",
+    "PhaseTimer",
+    "FullHeadTrainer",
+    "trl_config",
+    "trl_records",
+    "bench_sft",
+    "phase_table",
+]
+
 
 # %% ../nbs/15_bench.ipynb #f004fd6a
 def measure_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
     "Best fp32 throughput (GFLOP/s) of an `n`×`n` matrix product on the current torch threads."
-    if n < 64 or repeats < 1: raise CourseError(f"measure_peak_gflops needs n >= 64 and repeats >= 1, got n={n}, repeats={repeats}")
+    if n < 64 or repeats < 1:
+        raise CourseError(f"measure_peak_gflops needs n >= 64 and repeats >= 1, got n={n}, repeats={repeats}")
     a, b = torch.randn(n, n), torch.randn(n, n)
     a @ b  # warm up: allocation, thread pool
     best = float("inf")
     for _ in range(repeats):
-        t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
 
 # %% ../nbs/15_bench.ipynb #7d076e03
 def batch_counts(batch: dict) -> dict:
     "Response tokens (shifted labels != -100), real tokens (attention mask) and padded slots of one collated batch."
-    if "labels" not in batch: raise CourseError("batch_counts needs a collated batch with 'labels'")
-    lab = batch["labels"]; am = batch.get("attention_mask")
+    if "labels" not in batch:
+        raise CourseError("batch_counts needs a collated batch with 'labels'")
+    lab = batch["labels"]
+    am = batch.get("attention_mask")
     real = int(am.sum()) if am is not None and am.dim() == 2 else lab.numel()
     return {"response": int((lab[:, 1:] != IGNORE_INDEX).sum()), "real": real, "slots": lab.numel()}
+
 
 # %% ../nbs/15_bench.ipynb #a593882d
 class Turnstile:
     "Round-robin turns between threads: exactly one participant runs at a time."
+
     def __init__(self, names):
         self.order, self.active = list(names), set(names)
-        if len(self.order) != len(self.active) or not self.order: raise CourseError(f"Turnstile needs distinct participant names, got {names}")
+        if len(self.order) != len(self.active) or not self.order:
+            raise CourseError(f"Turnstile needs distinct participant names, got {names}")
         self.current, self.cv = self.order[0], threading.Condition()
+
     def _advance(self, name):
         i = self.order.index(name)
         nxt = [self.order[(i + k) % len(self.order)] for k in range(1, len(self.order) + 1)]
         self.current = next((n for n in nxt if n in self.active), None)
+
     def wait(self, name):
         "Block until it is `name`'s turn."
-        with self.cv: self.cv.wait_for(lambda: self.current == name)
+        with self.cv:
+            self.cv.wait_for(lambda: self.current == name)
+
     def step(self, name):
         "End `name`'s turn and wait for its next one."
         with self.cv:
-            self._advance(name); self.cv.notify_all()
+            self._advance(name)
+            self.cv.notify_all()
             self.cv.wait_for(lambda: self.current == name)
+
     def leave(self, name):
         "Drop out of the rotation (passing the turn on if it was ours)."
         with self.cv:
             self.active.discard(name)
-            if self.current == name: self._advance(name)
+            if self.current == name:
+                self._advance(name)
             self.cv.notify_all()
+
 
 def run_in_turns(jobs: dict) -> dict:
     "Run `jobs` ({name: fn(turnstile, name)}) in threads that share one Turnstile; returns their results, re-raises the first failure."
     ts, results, errors = Turnstile(jobs), {}, {}
+
     def body(name, fn):
         try:
-            ts.wait(name); results[name] = fn(ts, name)
-        except BaseException as e: errors[name] = e
-        finally: ts.leave(name)
+            ts.wait(name)
+            results[name] = fn(ts, name)
+        except BaseException as e:
+            errors[name] = e
+        finally:
+            ts.leave(name)
+
     threads = [threading.Thread(target=body, args=(n, f), name=f"bench-{n}") for n, f in jobs.items()]
-    for t in threads: t.start()
-    for t in threads: t.join()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     if errors:
         name, err = next(iter(errors.items()))
         raise CourseError(f"benchmark participant {name!r} failed: {type(err).__name__}: {err}") from err
     return results
 
+
 # %% ../nbs/15_bench.ipynb #5b47c101
-PHASES = ("data (fetch + collate)", "forward: transformer body", "forward: LM head", "loss (+ metrics)", "backward", "grad clip",
-          "optimizer step", "other (trainer loop, logging, scheduler)")
+PHASES = (
+    "data (fetch + collate)",
+    "forward: transformer body",
+    "forward: LM head",
+    "loss (+ metrics)",
+    "backward",
+    "grad clip",
+    "optimizer step",
+    "other (trainer loop, logging, scheduler)",
+)
+
 
 class PhaseTimer:
     "Exclusive seconds per phase: time spent in a wrapper nested inside another is charged to the inner one only."
-    def __init__(self, clock=time.perf_counter): self.clock, self.acc, self.stack = clock, defaultdict(float), []
-    def reset(self): self.acc.clear()
+
+    def __init__(self, clock=time.perf_counter):
+        self.clock, self.acc, self.stack = clock, defaultdict(float), []
+
+    def reset(self):
+        self.acc.clear()
+
     @contextlib.contextmanager
     def time(self, name: str):
         t = self.clock()
-        if self.stack: self.acc[self.stack[-1][0]] += t - self.stack[-1][1]  # pause the enclosing phase
+        if self.stack:
+            self.acc[self.stack[-1][0]] += t - self.stack[-1][1]  # pause the enclosing phase
         self.stack.append([name, t])
-        try: yield
+        try:
+            yield
         finally:
-            t = self.clock(); inner, t0 = self.stack.pop()
+            t = self.clock()
+            inner, t0 = self.stack.pop()
             self.acc[inner] += t - t0
-            if self.stack: self.stack[-1][1] = t  # resume the enclosing phase
+            if self.stack:
+                self.stack[-1][1] = t  # resume the enclosing phase
+
     def wrap(self, obj, attr: str, name: str):
         "Replace `obj.attr` by a timed version (an instance attribute: other objects of the class are untouched)."
         f = getattr(obj, attr)
+
         @functools.wraps(f)
         def timed(*a, **k):
-            with self.time(name): return f(*a, **k)
+            with self.time(name):
+                return f(*a, **k)
+
         setattr(obj, attr, timed)
+
     def table(self, total_s: float, steps: int) -> dict:
         "Milliseconds per step for each of `PHASES`; the model's forward outside body and head counts as LM head, the rest of the step as other."
         a = self.acc
-        ex = dict(zip(PHASES[:-1], (a["data"], a["body"], a["head"] + a["model"], a["loss"], a["backward"], a["clip"], a["optim"])))
+        ex = dict(
+            zip(
+                PHASES[:-1],
+                (a["data"], a["body"], a["head"] + a["model"], a["loss"], a["backward"], a["clip"], a["optim"]),
+            )
+        )
         ex[PHASES[-1]] = total_s - sum(ex.values())
         return {k: round(1000 * v / steps, 1) for k, v in ex.items()}
+
 
 # %% ../nbs/15_bench.ipynb #3677cc6e
 def _steady(durations: list[float], counts: list[dict], warmup: int, timer: PhaseTimer) -> dict:
     "Throughput over the steps after `warmup`."
-    if len(durations) <= warmup: raise CourseError(f"only {len(durations)} steps ran with warmup={warmup}: raise steps")
-    d, c = durations[warmup:], counts[warmup:len(durations)]
+    if len(durations) <= warmup:
+        raise CourseError(f"only {len(durations)} steps ran with warmup={warmup}: raise steps")
+    d, c = durations[warmup:], counts[warmup : len(durations)]
     secs, n = sum(d), len(d)
     tot = {k: sum(x[k] for x in c) for k in ("response", "real", "slots")}
-    return {"steps_timed": n, "seconds": round(secs, 3), "s_per_step": round(secs / n, 4), "tokens_per_s": round(tot["response"] / secs, 1),
-            "real_tokens_per_s": round(tot["real"] / secs, 1), "padded_slots_per_s": round(tot["slots"] / secs, 1),
-            "response_tokens": tot["response"], "real_tokens": tot["real"], "padded_slots": tot["slots"],
-            "padding_fraction": round(1 - tot["real"] / tot["slots"], 3), "response_per_step": [x["response"] for x in counts],
-            "phases_ms_per_step": timer.table(secs, n)}
+    return {
+        "steps_timed": n,
+        "seconds": round(secs, 3),
+        "s_per_step": round(secs / n, 4),
+        "tokens_per_s": round(tot["response"] / secs, 1),
+        "real_tokens_per_s": round(tot["real"] / secs, 1),
+        "padded_slots_per_s": round(tot["slots"] / secs, 1),
+        "response_tokens": tot["response"],
+        "real_tokens": tot["real"],
+        "padded_slots": tot["slots"],
+        "padding_fraction": round(1 - tot["real"] / tot["slots"], 3),
+        "response_per_step": [x["response"] for x in counts],
+        "phases_ms_per_step": timer.table(secs, n),
+    }
+
 
 class _TurnClock(TrainerCallback):
     "Takes turns at every step end, times each step from the moment it got its turn, and wraps the optimizer for the phase timer."
+
     def __init__(self, ts, name, timer, warmup):
         self.ts, self.name, self.timer, self.warmup, self.durations, self.resume = ts, name, timer, warmup, [], None
+
     def on_train_begin(self, args, state, control, optimizer=None, **kw):
         self.timer.wrap(optimizer, "step", "optim")
-        self.ts.step(self.name); self.resume = time.perf_counter()
+        self.ts.step(self.name)
+        self.resume = time.perf_counter()
+
     def on_step_end(self, args, state, control, **kw):
         self.durations.append(time.perf_counter() - self.resume)
-        if len(self.durations) == self.warmup: self.timer.reset()
-        self.ts.step(self.name); self.resume = time.perf_counter()
+        if len(self.durations) == self.warmup:
+            self.timer.reset()
+        self.ts.step(self.name)
+        self.resume = time.perf_counter()
+
 
 def _instrumented(trainer_cls, seed: int):
     "Subclass of `trainer_cls` that counts each batch's tokens and samples with its own seeded generator."
+
     class Timed(trainer_cls):
         def training_step(self, model, inputs, num_items_in_batch=None):
             self.bench_counts.append(batch_counts(inputs))
             return super().training_step(model, inputs, num_items_in_batch)
+
         def _get_train_sampler(self, train_dataset=None):
             s = super()._get_train_sampler(train_dataset)
-            if hasattr(s, "generator") and s.generator is None: s.generator = torch.Generator().manual_seed(seed)  # independent of other threads
+            if hasattr(s, "generator") and s.generator is None:
+                s.generator = torch.Generator().manual_seed(seed)  # independent of other threads
             return s
+
     Timed.__name__ = Timed.__qualname__ = f"Timed{trainer_cls.__name__}"
     return Timed
+
 
 def _model_targets(m) -> list:
     "The model's timed parts: full forward, transformer body, LM head module."
     return [(m, "forward", "model"), (m.base_model, "forward", "body"), (m.get_output_embeddings(), "forward", "head")]
 
+
 def _trainer_targets(trainer) -> list:
     "Everything `_timed_train` wraps (the optimizer is wrapped when training begins)."
-    return [(trainer, "get_batch_samples", "data"), (trainer, "compute_loss", "loss"), (trainer.accelerator, "backward", "backward"),
-            (trainer, "_clip_grad_norm", "clip")] + _model_targets(trainer.model)
+    return [
+        (trainer, "get_batch_samples", "data"),
+        (trainer, "compute_loss", "loss"),
+        (trainer.accelerator, "backward", "backward"),
+        (trainer, "_clip_grad_norm", "clip"),
+    ] + _model_targets(trainer.model)
+
 
 def _timed_train(trainer, ts, name, warmup) -> dict:
-    timer = PhaseTimer(); clock = _TurnClock(ts, name, timer, warmup)
-    trainer.add_callback(clock); trainer.bench_counts = []
-    for obj, attr, key in _trainer_targets(trainer): timer.wrap(obj, attr, key)
+    timer = PhaseTimer()
+    clock = _TurnClock(ts, name, timer, warmup)
+    trainer.add_callback(clock)
+    trainer.bench_counts = []
+    for obj, attr, key in _trainer_targets(trainer):
+        timer.wrap(obj, attr, key)
     trainer.train()
     return _steady(clock.durations, trainer.bench_counts, warmup, timer)
+
 
 # %% ../nbs/15_bench.ipynb #35f3a931
 class FullHeadTrainer(InstructionTrainer):
     "`InstructionTrainer` as it was before the head-only loss: logits at every position, then the masked loss (the benchmark's 'before')."
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = num_items_in_batch.item() if torch.is_tensor(num_items_in_batch) else num_items_in_batch
-        loss = masked_lm_loss(model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits, inputs["labels"], n)
-        if not torch.isfinite(loss): raise CourseError(f"non-finite SFT loss ({loss.item()}) at step {self.state.global_step}: lower the learning rate")
+        loss = masked_lm_loss(
+            model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask")).logits,
+            inputs["labels"],
+            n,
+        )
+        if not torch.isfinite(loss):
+            raise CourseError(
+                f"non-finite SFT loss ({loss.item()}) at step {self.state.global_step}: lower the learning rate"
+            )
         return (loss, None) if return_outputs else loss
+
 
 # %% ../nbs/15_bench.ipynb #35ae18a0
 def _data(seed: int):
     from instruct_course.world import make_splits
+
     return make_splits(seed=seed)["train"]
+
 
 def trl_config(output_dir, steps: int, batch_size: int, max_length: int, seed: int, group_by_length: bool = False):
     "TRL's `SFTConfig` with the same hyper-parameters as `COURSE_SFT_CONFIG` and TRL's best CPU settings."
     from trl import SFTConfig
+
     c = COURSE_SFT_CONFIG
-    return SFTConfig(output_dir=str(output_dir), per_device_train_batch_size=batch_size, max_steps=steps, learning_rate=c["learning_rate"],
-                     lr_scheduler_type="cosine", warmup_steps=c["warmup_ratio"], weight_decay=c["weight_decay"], logging_steps=c["logging_steps"],
-                     logging_first_step=True, save_strategy="no", report_to="none", disable_tqdm=True, seed=seed, data_seed=seed, use_cpu=True,
-                     bf16=False, fp16=False, activation_checkpointing=False, max_length=max_length, completion_only_loss=True,
-                     packing=False, padding_free=False, dataloader_num_workers=0,
-                     train_sampling_strategy="group_by_length" if group_by_length else "random")
+    return SFTConfig(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        learning_rate=c["learning_rate"],
+        lr_scheduler_type="cosine",
+        warmup_steps=c["warmup_ratio"],
+        weight_decay=c["weight_decay"],
+        logging_steps=c["logging_steps"],
+        logging_first_step=True,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        data_seed=seed,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        activation_checkpointing=False,
+        max_length=max_length,
+        completion_only_loss=True,
+        packing=False,
+        padding_free=False,
+        dataloader_num_workers=0,
+        train_sampling_strategy="group_by_length" if group_by_length else "random",
+    )
+
 
 def trl_records(records) -> list[dict]:
     "Course records → TRL prompt-completion records (the same strings `prepare_instruction_data` tokenises; TRL appends EOS itself)."
-    return [{"prompt": format_prompt(r["instruction"], r.get("input", "") or "", "tutorial"), "completion": " " + r["response"].strip()} for r in records]
+    return [
+        {
+            "prompt": format_prompt(r["instruction"], r.get("input", "") or "", "tutorial"),
+            "completion": " " + r["response"].strip(),
+        }
+        for r in records
+    ]
 
-def _run_ours(records, steps, warmup, batch_size, max_length, seed, trainer_cls=InstructionTrainer, group_by_length=False):
+
+def _run_ours(
+    records, steps, warmup, batch_size, max_length, seed, trainer_cls=InstructionTrainer, group_by_length=False
+):
     "Ours as `train_sft_stage` builds it, with the sampling forced to TRL's in the same pair (random, or grouped by length)."
+
     def fn(ts, name):
         from instruct_course.models import load_model, load_tokenizer
+
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
         ds, _ = prepare_dataset(records, tok, max_length=max_length, verbose=False)
         with tempfile.TemporaryDirectory() as d:
-            args = training_arguments(d, seed=seed, progress=False, max_steps=steps, batch_size=batch_size, max_seq_length=max_length, save_steps=10 ** 9)
+            args = training_arguments(
+                d,
+                seed=seed,
+                progress=False,
+                max_steps=steps,
+                batch_size=batch_size,
+                max_seq_length=max_length,
+                save_steps=10**9,
+            )
             args.save_strategy = SaveStrategy.NO  # the final checkpoint is not part of a step
-            args.train_sampling_strategy = "group_by_length" if group_by_length else "random"  # set explicitly: both sides of a pair sample alike
-            tr = _instrumented(trainer_cls, seed)(model=model, args=args, train_dataset=ds, processing_class=tok, data_collator=InstructionCollator(tok))
+            args.train_sampling_strategy = (
+                "group_by_length" if group_by_length else "random"
+            )  # set explicitly: both sides of a pair sample alike
+            tr = _instrumented(trainer_cls, seed)(
+                model=model, args=args, train_dataset=ds, processing_class=tok, data_collator=InstructionCollator(tok)
+            )
             return _timed_train(tr, ts, name, warmup)
+
     return fn
+
 
 def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_length=False):
     def fn(ts, name):
         from datasets import Dataset
         from trl import SFTTrainer
+
         from instruct_course.models import load_model, load_tokenizer
+
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
         with tempfile.TemporaryDirectory() as d:
             cfg = trl_config(d, steps, batch_size, max_length, seed, group_by_length)
-            tr = _instrumented(SFTTrainer, seed)(model=model, args=cfg, train_dataset=Dataset.from_list(trl_records(records)), processing_class=tok)
+            tr = _instrumented(SFTTrainer, seed)(
+                model=model, args=cfg, train_dataset=Dataset.from_list(trl_records(records)), processing_class=tok
+            )
             return _timed_train(tr, ts, name, warmup)
+
     return fn
 
-def _run_plain(records, steps, warmup, batch_size, max_length, seed, lr=COURSE_SFT_CONFIG["learning_rate"], max_grad_norm=1.0):
+
+def _run_plain(
+    records, steps, warmup, batch_size, max_length, seed, lr=COURSE_SFT_CONFIG["learning_rate"], max_grad_norm=1.0
+):
     def fn(ts, name):
         from instruct_course.models import load_model, load_tokenizer
+
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
         ds, _ = prepare_dataset(records, tok, max_length=max_length, verbose=False)
-        seed_everything(seed); model.train()
+        seed_everything(seed)
+        model.train()
         # the order the Trainer's seeded sampler produces (accelerate reseeds it with data_seed=seed)
         order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed)).tolist()
         opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, fused=True)
         col, timer, durations, counts = InstructionCollator(tok), PhaseTimer(), [], []
-        for obj, attr, key in _model_targets(model): timer.wrap(obj, attr, key)
+        for obj, attr, key in _model_targets(model):
+            timer.wrap(obj, attr, key)
         ts.step(name)
         for i in range(steps):
             t0 = time.perf_counter()
-            with timer.time("data"): b = col(ds.__getitems__(order[i * batch_size:(i + 1) * batch_size]))
+            with timer.time("data"):
+                b = col(ds.__getitems__(order[i * batch_size : (i + 1) * batch_size]))
             counts.append(batch_counts(b))
-            with timer.time("loss"): loss = compute_instruction_loss(model, b)
-            with timer.time("backward"): loss.backward()
-            with timer.time("clip"): torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            with timer.time("optim"): opt.step()
+            with timer.time("loss"):
+                loss = compute_instruction_loss(model, b)
+            with timer.time("backward"):
+                loss.backward()
+            with timer.time("clip"):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+            with timer.time("optim"):
+                opt.step()
             opt.zero_grad(set_to_none=True)
             durations.append(time.perf_counter() - t0)
-            if i + 1 == warmup: timer.reset()
+            if i + 1 == warmup:
+                timer.reset()
             ts.step(name)
         return _steady(durations, counts, warmup, timer)
+
     return fn
+
 
 # %% ../nbs/15_bench.ipynb #d12571e6
 def _load() -> list[float] | None:
-    try: return [round(x, 2) for x in os.getloadavg()]
-    except (OSError, AttributeError): return None
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
 
 VARIANTS = ("ours_full_head", "trl_group_by_length", "ours_group_by_length")
 
-def bench_sft(steps: int = 30, warmup: int = 5, batch_size: int = 32, max_length: int = 160, seed: int = 0, threads: int | None = None,
-              variants: bool | tuple = True, n_records: int | None = None, quiet: bool = True) -> dict:
+
+def bench_sft(
+    steps: int = 30,
+    warmup: int = 5,
+    batch_size: int = 32,
+    max_length: int = 160,
+    seed: int = 0,
+    threads: int | None = None,
+    variants: bool | tuple = True,
+    n_records: int | None = None,
+    quiet: bool = True,
+) -> dict:
     "Response tokens/s of our SFT step vs TRL's SFTTrainer vs a plain torch loop (same model, data, batches), in lockstep threads of one process."
-    if warmup < 1 or steps <= warmup: raise CourseError(f"need steps > warmup >= 1 (got steps={steps}, warmup={warmup}): steady-state timing skips the warmup steps")
+    if warmup < 1 or steps <= warmup:
+        raise CourseError(
+            f"need steps > warmup >= 1 (got steps={steps}, warmup={warmup}): steady-state timing skips the warmup steps"
+        )
     extra = VARIANTS if variants is True else () if not variants else tuple(variants)
-    if unknown := [v for v in extra if v not in VARIANTS]: raise CourseError(f"unknown variants {unknown}: choose from {VARIANTS} (or True for all, False for none)")
-    try: import trl
-    except ImportError: raise CourseError("bench_sft compares with TRL: pip install 'trl>=1.16'") from None
-    import transformers, datasets
+    if unknown := [v for v in extra if v not in VARIANTS]:
+        raise CourseError(f"unknown variants {unknown}: choose from {VARIANTS} (or True for all, False for none)")
+    try:
+        import trl
+    except ImportError:
+        raise CourseError("bench_sft compares with TRL: pip install 'trl>=1.16'") from None
+    import datasets
+    import transformers
+
     old_threads = torch.get_num_threads()
-    if threads: torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     records = _data(seed)[:n_records]  # the split is shuffled: a prefix is a random subset
-    if len(records) < batch_size * steps and n_records: raise CourseError(f"n_records={n_records} is fewer than steps*batch_size={steps * batch_size}: the run would wrap into a second epoch")
+    if len(records) < batch_size * steps and n_records:
+        raise CourseError(
+            f"n_records={n_records} is fewer than steps*batch_size={steps * batch_size}: the run would wrap into a second epoch"
+        )
     a = (records, steps, warmup, batch_size, max_length, seed)
     jobs = {"ours": _run_ours(*a), "trl": _run_trl(*a), "plain_torch": _run_plain(*a)}
-    makers = {"ours_full_head": lambda: _run_ours(*a, trainer_cls=FullHeadTrainer), "trl_group_by_length": lambda: _run_trl(*a, group_by_length=True),
-              "ours_group_by_length": lambda: _run_ours(*a, group_by_length=True)}
+    makers = {
+        "ours_full_head": lambda: _run_ours(*a, trainer_cls=FullHeadTrainer),
+        "trl_group_by_length": lambda: _run_trl(*a, group_by_length=True),
+        "ours_group_by_length": lambda: _run_ours(*a, group_by_length=True),
+    }
     jobs |= {v: makers[v]() for v in VARIANTS if v in extra}
     load_before, t0 = _load(), time.perf_counter()
     pbars = datasets.utils.logging.is_progress_bar_enabled(), transformers.utils.logging.is_progress_bar_enabled()
     try:
         peak = max(measure_peak_gflops(), measure_peak_gflops())
-        datasets.utils.logging.disable_progress_bar(); transformers.utils.logging.disable_progress_bar()  # model loading bars
+        datasets.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()  # model loading bars
         with contextlib.redirect_stdout(io.StringIO()) if quiet else contextlib.nullcontext():
             runs = run_in_turns(jobs)
         peak = max(peak, measure_peak_gflops())
         from instruct_course.models import load_model
+
         n_params = load_model("tiny", device="cpu").num_parameters()
     finally:
-        if pbars[0]: datasets.utils.logging.enable_progress_bar()
-        if pbars[1]: transformers.utils.logging.enable_progress_bar()
-        n_threads = torch.get_num_threads(); torch.set_num_threads(old_threads)
-    for r in runs.values(): r["mfu"] = round(6 * n_params * r["real_tokens_per_s"] / (peak * 1e9), 4)
+        if pbars[0]:
+            datasets.utils.logging.enable_progress_bar()
+        if pbars[1]:
+            transformers.utils.logging.enable_progress_bar()
+        n_threads = torch.get_num_threads()
+        torch.set_num_threads(old_threads)
+    for r in runs.values():
+        r["mfu"] = round(6 * n_params * r["real_tokens_per_s"] / (peak * 1e9), 4)
     ours, trl_r, plain = runs["ours"], runs["trl"], runs["plain_torch"]
-    res = {"ours_tokens_per_s": ours["tokens_per_s"], "trl_tokens_per_s": trl_r["tokens_per_s"], "plain_torch_tokens_per_s": plain["tokens_per_s"],
-           "ratio": round(ours["tokens_per_s"] / trl_r["tokens_per_s"], 3), "ours_vs_plain": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3),
-           "mfu": ours["mfu"], "peak_gflops": round(peak, 1),
-           "same_batches": all(runs[k]["response_per_step"] == ours["response_per_step"] for k in ("trl", "plain_torch", "ours_full_head") if k in runs)}
+    res = {
+        "ours_tokens_per_s": ours["tokens_per_s"],
+        "trl_tokens_per_s": trl_r["tokens_per_s"],
+        "plain_torch_tokens_per_s": plain["tokens_per_s"],
+        "ratio": round(ours["tokens_per_s"] / trl_r["tokens_per_s"], 3),
+        "ours_vs_plain": round(ours["tokens_per_s"] / plain["tokens_per_s"], 3),
+        "mfu": ours["mfu"],
+        "peak_gflops": round(peak, 1),
+        "same_batches": all(
+            runs[k]["response_per_step"] == ours["response_per_step"]
+            for k in ("trl", "plain_torch", "ours_full_head")
+            if k in runs
+        ),
+    }
     if "ours_full_head" in runs:
         fh = runs["ours_full_head"]
-        res |= {"ours_full_head_tokens_per_s": fh["tokens_per_s"], "ours_vs_full_head": round(ours["tokens_per_s"] / fh["tokens_per_s"], 3)}
+        res |= {
+            "ours_full_head_tokens_per_s": fh["tokens_per_s"],
+            "ours_vs_full_head": round(ours["tokens_per_s"] / fh["tokens_per_s"], 3),
+        }
     for k in ("trl_group_by_length", "ours_group_by_length"):
-        if k in runs: res[f"{k}_tokens_per_s"] = runs[k]["tokens_per_s"]
+        if k in runs:
+            res[f"{k}_tokens_per_s"] = runs[k]["tokens_per_s"]
     if "trl_group_by_length" in runs and "ours_group_by_length" in runs:
         tg, og = runs["trl_group_by_length"], runs["ours_group_by_length"]
-        res |= {"best_ratio": round(og["tokens_per_s"] / tg["tokens_per_s"], 3), "same_batches_grouped": og["response_per_step"] == tg["response_per_step"]}
-    res["settings"] = {"threads": n_threads, "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__,
-                       "python": platform.python_version(), "machine": platform.machine(), "cpu_count": os.cpu_count(),
-                       "batch_size": batch_size, "max_length": max_length, "steps": steps, "warmup": warmup, "seed": seed,
-                       "model": "tiny", "params": n_params, "style": "tutorial", "dataset": f"make_splits(seed={seed})['train'] ({len(records)} records)",
-                       "load_average_before": load_before, "load_average_after": _load(), "wall_seconds": round(time.perf_counter() - t0, 1),
-                       "schedule": "lockstep: one optimizer step per contender per turn, round-robin, in one process",
-                       "variants": list(extra),
-                       "ours_settings": "InstructionTrainer (compute_instruction_loss: LM head on response positions only) + training_arguments(COURSE_SFT_CONFIG), "
-                                        "train_sampling_strategy forced to random (ours, ours_full_head) / group_by_length (ours_group_by_length), save_strategy=no",
-                       "trl_settings": "completion_only_loss=True, bf16=False, activation_checkpointing=False (gradient_checkpointing), packing=False, padding_free=False, "
-                                       "train_sampling_strategy=random (trl) / group_by_length (trl_group_by_length), save_strategy=no, "
-                                       "same lr/schedule/clipping/logging_steps/seed as ours"}
+        res |= {
+            "best_ratio": round(og["tokens_per_s"] / tg["tokens_per_s"], 3),
+            "same_batches_grouped": og["response_per_step"] == tg["response_per_step"],
+        }
+    res["settings"] = {
+        "threads": n_threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "trl": trl.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "steps": steps,
+        "warmup": warmup,
+        "seed": seed,
+        "model": "tiny",
+        "params": n_params,
+        "style": "tutorial",
+        "dataset": f"make_splits(seed={seed})['train'] ({len(records)} records)",
+        "load_average_before": load_before,
+        "load_average_after": _load(),
+        "wall_seconds": round(time.perf_counter() - t0, 1),
+        "schedule": "lockstep: one optimizer step per contender per turn, round-robin, in one process",
+        "variants": list(extra),
+        "ours_settings": "InstructionTrainer (compute_instruction_loss: LM head on response positions only) + training_arguments(COURSE_SFT_CONFIG), "
+        "train_sampling_strategy forced to random (ours, ours_full_head) / group_by_length (ours_group_by_length), save_strategy=no",
+        "trl_settings": "completion_only_loss=True, bf16=False, activation_checkpointing=False (gradient_checkpointing), packing=False, padding_free=False, "
+        "train_sampling_strategy=random (trl) / group_by_length (trl_group_by_length), save_strategy=no, "
+        "same lr/schedule/clipping/logging_steps/seed as ours",
+    }
     res["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "response_per_step"} for k, v in runs.items()}
     return res
+
 
 def phase_table(res: dict):
     "The per-phase milliseconds per step of every contender in `res` (from `bench_sft`), as a DataFrame."
     import pandas as pd
+
     order = ["ours", "trl", "plain_torch", "ours_full_head", "trl_group_by_length", "ours_group_by_length"]
     runs = {k: res["runs"][k] for k in order + sorted(res["runs"]) if k in res["runs"]}
     df = pd.DataFrame({k: v["phases_ms_per_step"] for k, v in runs.items()}).reindex(list(PHASES))

@@ -4,94 +4,183 @@
 
 # %% ../nbs/90_cli.ipynb #f5044b2e
 from __future__ import annotations
-import argparse, json, sys, importlib
+
+import argparse
+import importlib
+import json
+import sys
 from pathlib import Path
+
 from .core import CourseError
 
 # %% auto #0
-__all__ = ['EXPERIMENTS', 'build_parser', 'main']
+__all__ = ["EXPERIMENTS", "build_parser", "main"]
+
 
 # %% ../nbs/90_cli.ipynb #42cd4f47
 def _cmd_world(a):
     from instruct_course.world import export_world
+
     counts = export_world(a.dir, seed=a.seed, n_train=a.n_train, n_eval=a.n_eval, n_docs=a.n_docs)
     print(json.dumps(counts, indent=2))
 
+
 def _cmd_pretrain(a):
-    from instruct_course.models import pretrain, PretrainConfig
-    from instruct_course.world import pretraining_text, make_splits, eval_keys
+    from instruct_course.models import PretrainConfig, pretrain
+    from instruct_course.world import eval_keys, make_splits, pretraining_text
+
     cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed, n_docs=a.n_docs, save_every=a.save_every)
     held = pretraining_text(seed=cfg.seed + 123, n_docs=300, exclude=eval_keys(make_splits(seed=cfg.seed)))
     h = pretrain(a.out, cfg=cfg, eval_texts=held)
-    print(json.dumps({"tokens": h["tokens"], "seconds": round(h["seconds"], 1), "final_loss": h["loss"][-1], "eval_perplexity": h.get("eval_perplexity")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "tokens": h["tokens"],
+                "seconds": round(h["seconds"], 1),
+                "final_loss": h["loss"][-1],
+                "eval_perplexity": h.get("eval_perplexity"),
+            },
+            indent=2,
+        )
+    )
+
 
 def _cmd_demo(a):
     from instruct_course.sft import run_demo
+
     m = run_demo(out_dir=a.out, max_steps=a.steps, seed=a.seed)
     print(json.dumps({k: v for k, v in m.items() if k in ("before", "after", "sft")}, indent=2, default=str)[:4000])
 
-_BENCHES = {"sft": ("instruct_course.bench", "bench_sft"), "generate": ("instruct_course.generation", "bench_generate"),
-            "ppo": ("instruct_course.ppo", "bench_ppo")}
+
+_BENCHES = {
+    "sft": ("instruct_course.bench", "bench_sft"),
+    "generate": ("instruct_course.generation", "bench_generate"),
+    "ppo": ("instruct_course.ppo", "bench_ppo"),
+}
+
 
 def _cmd_bench(a):
     mod, fn = _BENCHES[a.what]
-    try: f = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError): raise CourseError(f"benchmark {a.what!r} is not available in this version ({mod}.{fn} missing)") from None
+    try:
+        f = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError):
+        raise CourseError(f"benchmark {a.what!r} is not available in this version ({mod}.{fn} missing)") from None
     res = f()
     print(json.dumps(res, indent=2 if not a.json else None, default=str))
 
-EXPERIMENTS = {"multitask": ("instruct_course.multitask", "run_multitask_experiment", "12_multitask: single- vs multi-task tuning, unseen families"),
-               "pitfalls": ("instruct_course.pitfalls", "run_pitfalls_experiment", "13_pitfalls: overfitting, underfitting, forgetting, contamination"),
-               "overoptimization": ("instruct_course.ppo", "run_overoptimization", "07_ppo: proxy vs gold reward against KL at small and sensible beta"),
-               "judge": ("instruct_course.evaluation", "run_judge_agreement", "11_evaluation: how far the SmolLM2 judge agrees with exact match"),
-               "dpo-vs-ppo": ("instruct_course.dpo", "run_dpo_vs_ppo", "08_dpo: DPO and PPO compared on gold reward at matched KL")}
+
+EXPERIMENTS = {
+    "multitask": (
+        "instruct_course.multitask",
+        "run_multitask_experiment",
+        "12_multitask: single- vs multi-task tuning, unseen families",
+    ),
+    "pitfalls": (
+        "instruct_course.pitfalls",
+        "run_pitfalls_experiment",
+        "13_pitfalls: overfitting, underfitting, forgetting, contamination",
+    ),
+    "overoptimization": (
+        "instruct_course.ppo",
+        "run_overoptimization",
+        "07_ppo: proxy vs gold reward against KL at small and sensible beta",
+    ),
+    "judge": (
+        "instruct_course.evaluation",
+        "run_judge_agreement",
+        "11_evaluation: how far the SmolLM2 judge agrees with exact match",
+    ),
+    "dpo-vs-ppo": (
+        "instruct_course.dpo",
+        "run_dpo_vs_ppo",
+        "08_dpo: DPO and PPO compared on gold reward at matched KL",
+    ),
+}
+
 
 def _cmd_experiment(a):
     mod, fn, _ = EXPERIMENTS[a.name]
-    try: f = getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError): raise CourseError(f"experiment {a.name!r} is not available in this version ({mod}.{fn} missing)") from None
+    try:
+        f = getattr(importlib.import_module(mod), fn)
+    except (ImportError, AttributeError):
+        raise CourseError(f"experiment {a.name!r} is not available in this version ({mod}.{fn} missing)") from None
     res = f(out_dir=a.out or f"runs/{a.name}", seed=a.seed, quick=a.quick)
     print(json.dumps(res, indent=2, default=str)[:6000])
 
+
 def _cmd_grade(a, rest):
-    try: from instruct_course.grading import grade_main
-    except ImportError: raise CourseError("grading is not available in this version (instruct_course.grading missing)") from None
+    try:
+        from instruct_course.grading import grade_main
+    except ImportError:
+        raise CourseError("grading is not available in this version (instruct_course.grading missing)") from None
     return grade_main(rest)
 
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="instruct-course", description="Instruction tuning course: world, models, demo, benchmarks.")
+    p = argparse.ArgumentParser(
+        prog="instruct-course", description="Instruction tuning course: world, models, demo, benchmarks."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("world", help="the embedded task world"); ws = w.add_subparsers(dest="sub", required=True)
-    we = ws.add_parser("export", help="write the splits as JSONL and the pretraining text"); we.add_argument("dir")
-    we.add_argument("--seed", type=int, default=0); we.add_argument("--n-train", type=int, default=600); we.add_argument("--n-eval", type=int, default=40)
-    we.add_argument("--n-docs", type=int, default=20000); we.set_defaults(fn=_cmd_world)
-    pt = sub.add_parser("pretrain", help="pretrain (or resume) the tiny base model"); pt.add_argument("--out", required=True)
-    pt.add_argument("--steps", type=int, default=2000); pt.add_argument("--batch-size", type=int, default=32); pt.add_argument("--seed", type=int, default=0)
-    pt.add_argument("--n-docs", type=int, default=40000); pt.add_argument("--save-every", type=int, default=250); pt.set_defaults(fn=_cmd_pretrain)
-    d = sub.add_parser("demo", help="the main job on the embedded default"); d.add_argument("--out", default="runs/demo")
-    d.add_argument("--steps", type=int, default=None, help="SFT steps (default: COURSE_SFT_CONFIG)"); d.add_argument("--seed", type=int, default=0); d.set_defaults(fn=_cmd_demo)
-    b = sub.add_parser("bench", help="benchmarks (JSON)"); b.add_argument("what", choices=sorted(_BENCHES)); b.add_argument("--json", action="store_true")
+    w = sub.add_parser("world", help="the embedded task world")
+    ws = w.add_subparsers(dest="sub", required=True)
+    we = ws.add_parser("export", help="write the splits as JSONL and the pretraining text")
+    we.add_argument("dir")
+    we.add_argument("--seed", type=int, default=0)
+    we.add_argument("--n-train", type=int, default=600)
+    we.add_argument("--n-eval", type=int, default=40)
+    we.add_argument("--n-docs", type=int, default=20000)
+    we.set_defaults(fn=_cmd_world)
+    pt = sub.add_parser("pretrain", help="pretrain (or resume) the tiny base model")
+    pt.add_argument("--out", required=True)
+    pt.add_argument("--steps", type=int, default=2000)
+    pt.add_argument("--batch-size", type=int, default=32)
+    pt.add_argument("--seed", type=int, default=0)
+    pt.add_argument("--n-docs", type=int, default=40000)
+    pt.add_argument("--save-every", type=int, default=250)
+    pt.set_defaults(fn=_cmd_pretrain)
+    d = sub.add_parser("demo", help="the main job on the embedded default")
+    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--steps", type=int, default=None, help="SFT steps (default: COURSE_SFT_CONFIG)")
+    d.add_argument("--seed", type=int, default=0)
+    d.set_defaults(fn=_cmd_demo)
+    b = sub.add_parser("bench", help="benchmarks (JSON)")
+    b.add_argument("what", choices=sorted(_BENCHES))
+    b.add_argument("--json", action="store_true")
     b.set_defaults(fn=_cmd_bench)
-    e = sub.add_parser("experiment", help="the longer runs behind the lessons' plots (JSON + PNG under runs/NAME)",
-                       description="\n".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items()), formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("name", choices=list(EXPERIMENTS)); e.add_argument("--out", default=None, help="output directory (default runs/NAME)")
-    e.add_argument("--seed", type=int, default=0); e.add_argument("--quick", action="store_true", help="the small settings the lessons use in CI")
+    e = sub.add_parser(
+        "experiment",
+        help="the longer runs behind the lessons' plots (JSON + PNG under runs/NAME)",
+        description="\n".join(f"{k}: {v[2]}" for k, v in EXPERIMENTS.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    e.add_argument("name", choices=list(EXPERIMENTS))
+    e.add_argument("--out", default=None, help="output directory (default runs/NAME)")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--quick", action="store_true", help="the small settings the lessons use in CI")
     e.set_defaults(fn=_cmd_experiment)
     g = sub.add_parser("grade", help="grade an exercise notebook (see exercises/README.md)", add_help=False)
     g.set_defaults(fn=None)
     return p
 
+
 def main(argv=None) -> int:
     "Entry point of the `instruct-course` command."
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["grade"]:  # the grader parses its own options
-        try: return _cmd_grade(None, argv[1:])
-        except CourseError as e: print(f"error: {e}", file=sys.stderr); return 2
+        try:
+            return _cmd_grade(None, argv[1:])
+        except CourseError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     a = build_parser().parse_args(argv)
-    try: a.fn(a)
+    try:
+        a.fn(a)
     except CourseError as e:
-        print(f"error: {e}", file=sys.stderr); return 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
+
 # %% ../nbs/90_cli.ipynb #85a213b1
-if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py": sys.exit(main())  # python -m instruct_course.cli (not when a notebook runs)
+if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":
+    sys.exit(main())  # python -m instruct_course.cli (not when a notebook runs)

@@ -4,112 +4,186 @@
 
 # %% ../nbs/00_core.ipynb #0b6dae13
 from __future__ import annotations
-import os, json, random, time, datetime
+
+import json
+import os
+import random
+import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable, Iterator
+
 import numpy as np
 import torch
 
 # %% auto #0
-__all__ = ['CourseError', 'seed_everything', 'pick_device', 'is_offline', 'package_dir', 'assets_dir', 'run_dir', 'read_jsonl',
-           'write_jsonl', 'append_jsonl', 'Timer', 'save_json']
+__all__ = [
+    "CourseError",
+    "seed_everything",
+    "pick_device",
+    "is_offline",
+    "package_dir",
+    "assets_dir",
+    "run_dir",
+    "read_jsonl",
+    "write_jsonl",
+    "append_jsonl",
+    "Timer",
+    "save_json",
+]
+
 
 # %% ../nbs/00_core.ipynb #0c482f6d
 class CourseError(ValueError):
     "An input or setup problem, with a message that names the field or record and the fix."
 
+
 # %% ../nbs/00_core.ipynb #43af03ae
 def seed_everything(seed: int = 0) -> int:
     "Seed `random`, `numpy` and `torch` (CPU and every GPU); returns the seed."
-    if not isinstance(seed, int) or seed < 0: raise CourseError(f"seed must be a non-negative int, got {seed!r}")
-    random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
-    if torch.cuda.is_available(): torch.cuda.manual_seed_all(seed)
+    if not isinstance(seed, int) or seed < 0:
+        raise CourseError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
     return seed
+
 
 # %% ../nbs/00_core.ipynb #b419b18e
 def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
     "Choose `(device, dtype)`: cuda+bf16 (fp16 if no bf16) → mps+fp32 → cpu+fp32. `prefer` forces a device ('cpu', 'cuda', 'mps')."
     prefer = prefer or os.environ.get("INSTRUCT_COURSE_DEVICE")
     if prefer is not None:
-        if prefer.startswith("cuda") and not torch.cuda.is_available(): raise CourseError(f"device {prefer!r} asked for, but CUDA is not available; use 'cpu'")
-        if prefer == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()): raise CourseError("device 'mps' asked for, but MPS is not available; use 'cpu'")
-        if prefer not in ("cpu", "mps") and not prefer.startswith("cuda"): raise CourseError(f"unknown device {prefer!r}; use 'cpu', 'cuda' or 'mps'")
+        if prefer.startswith("cuda") and not torch.cuda.is_available():
+            raise CourseError(f"device {prefer!r} asked for, but CUDA is not available; use 'cpu'")
+        if prefer == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise CourseError("device 'mps' asked for, but MPS is not available; use 'cpu'")
+        if prefer not in ("cpu", "mps") and not prefer.startswith("cuda"):
+            raise CourseError(f"unknown device {prefer!r}; use 'cpu', 'cuda' or 'mps'")
         dev = torch.device(prefer)
-    elif torch.cuda.is_available(): dev = torch.device("cuda")
-    elif hasattr(torch.backends, "mps") and torch.backends.mps.is_available(): dev = torch.device("mps")
-    else: dev = torch.device("cpu")
-    if dev.type == "cuda": return dev, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+    elif torch.cuda.is_available():
+        dev = torch.device("cuda")
+    elif hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        dev = torch.device("mps")
+    else:
+        dev = torch.device("cpu")
+    if dev.type == "cuda":
+        return dev, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return dev, torch.float32
+
 
 # %% ../nbs/00_core.ipynb #150843a3
 def is_offline() -> bool:
     "True when `HF_HUB_OFFLINE` or `TRANSFORMERS_OFFLINE` is set to a true value."
-    return any(os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on") for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
+        for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
 
 # %% ../nbs/00_core.ipynb #8da67cee
 def package_dir() -> Path:
     "The installed `instruct_course` package directory."
     return Path(__file__).resolve().parent
 
+
 def assets_dir() -> Path:
     "Where shipped files (tiny model, seed tasks) live."
     return package_dir() / "assets"
 
+
 def run_dir(name: str, root: str | os.PathLike | None = None, fresh: bool = False) -> Path:
     "Create and return `root/name` (default root: `$INSTRUCT_COURSE_RUNS` or `./runs`). `fresh=True` empties it first."
-    if not name or "/" in name.strip("/") and ".." in name: raise CourseError(f"bad run name {name!r}")
+    if not name or "/" in name.strip("/") and ".." in name:
+        raise CourseError(f"bad run name {name!r}")
     root = Path(root or os.environ.get("INSTRUCT_COURSE_RUNS", "runs"))
     d = root / name
     if fresh and d.exists():
-        import shutil; shutil.rmtree(d)
+        import shutil
+
+        shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
+
 # %% ../nbs/00_core.ipynb #ddc005ec
-def read_jsonl(path: str | os.PathLike, required: Iterable[str] | dict[str, type] = (), with_lines: bool = False) -> list:
+def read_jsonl(
+    path: str | os.PathLike, required: Iterable[str] | dict[str, type] = (), with_lines: bool = False
+) -> list:
     """Read a JSONL file. `required`: field names (which must be strings) or a `{field: type}` schema; a bad line or field
     raises `CourseError` naming file and line. `with_lines=True` returns `(line_number, record)` pairs."""
-    path = Path(path); schema = dict(required) if isinstance(required, dict) else {k: str for k in required}
-    if not path.exists(): raise CourseError(f"{path}: file not found")
+    path = Path(path)
+    schema = dict(required) if isinstance(required, dict) else dict.fromkeys(required, str)
+    if not path.exists():
+        raise CourseError(f"{path}: file not found")
     out = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
-            if not line.strip(): continue
-            try: rec = json.loads(line)
-            except json.JSONDecodeError as e: raise CourseError(f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno}); fix or delete that line") from None
-            if not isinstance(rec, dict): raise CourseError(f"{path}:{i}: each line must be a JSON object with fields {list(schema)}, got {type(rec).__name__}")
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CourseError(
+                    f"{path}:{i}: not valid JSON ({e.msg} at column {e.colno}); fix or delete that line"
+                ) from None
+            if not isinstance(rec, dict):
+                raise CourseError(
+                    f"{path}:{i}: each line must be a JSON object with fields {list(schema)}, got {type(rec).__name__}"
+                )
             for k, t in schema.items():
-                if k not in rec: raise CourseError(f"{path}:{i}: missing field {k!r} (required: {list(schema)})")
+                if k not in rec:
+                    raise CourseError(f"{path}:{i}: missing field {k!r} (required: {list(schema)})")
                 if not isinstance(rec[k], t):
                     article = "an" if t.__name__[0] in "aeiou" else "a"
-                    raise CourseError(f"{path}:{i}: field {k!r} must be {article} {'string' if t is str else t.__name__}, got {type(rec[k]).__name__} ({rec[k]!r:.40})")
+                    raise CourseError(
+                        f"{path}:{i}: field {k!r} must be {article} {'string' if t is str else t.__name__}, got {type(rec[k]).__name__} ({rec[k]!r:.40})"
+                    )
             out.append((i, rec) if with_lines else rec)
     return out
 
+
 def write_jsonl(records: Iterable[dict], path: str | os.PathLike) -> Path:
     "Write records as JSONL atomically; returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        for r in records: f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
 
+
 def append_jsonl(records: Iterable[dict], path: str | os.PathLike) -> int:
     "Append records to a JSONL file, flushing each line; returns how many were written."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); n = 0
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
     with open(path, "a", encoding="utf-8") as f:
-        for r in records: f.write(json.dumps(r, ensure_ascii=False) + "\n"); f.flush(); n += 1
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            f.flush()
+            n += 1
     return n
+
 
 # %% ../nbs/00_core.ipynb #52485672
 class Timer:
     "Context manager: `with Timer() as t: ...; t.seconds`."
-    def __enter__(self): self.start = time.perf_counter(); return self
-    def __exit__(self, *exc): self.seconds = time.perf_counter() - self.start
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
 
 def save_json(obj, path: str | os.PathLike) -> Path:
     "Write `obj` as indented JSON (sorted keys); returns the path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     return path

@@ -4,78 +4,131 @@
 
 # %% ../nbs/08_dpo.ipynb #7924a705
 from __future__ import annotations
-import math, time, copy, inspect, json
-from dataclasses import dataclass, asdict, fields
+
+import copy
+import inspect
+import math
+import time
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import CourseError, seed_everything, save_json, Timer
+
+from .core import CourseError, Timer, save_json, seed_everything
 from .masking import IGNORE_INDEX, format_prompt, position_ids_from_mask
-from .models import generate, _stop_ids
+from .models import _stop_ids, generate
 
 # %% auto #0
-__all__ = ['DPO_CONFIG_PROVENANCE', 'HISTORY_KEYS', 'DPO_VS_PPO_SETTINGS', 'prepare_completion', 'sequence_logprobs',
-           'collate_rows', 'collate_pairs', 'dpo_loss', 'prepare_pairs', 'DPOConfig', 'freeze_reference',
-           'reference_logprobs', 'train_dpo', 'sample_responses', 'sample_logprobs', 'evaluate_policy', 'eval_subset',
-           'plot_tradeoff', 'run_dpo_vs_ppo', 'plot_history']
+__all__ = [
+    "DPO_CONFIG_PROVENANCE",
+    "HISTORY_KEYS",
+    "DPO_VS_PPO_SETTINGS",
+    "prepare_completion",
+    "sequence_logprobs",
+    "collate_rows",
+    "collate_pairs",
+    "dpo_loss",
+    "prepare_pairs",
+    "DPOConfig",
+    "freeze_reference",
+    "reference_logprobs",
+    "train_dpo",
+    "sample_responses",
+    "sample_logprobs",
+    "evaluate_policy",
+    "eval_subset",
+    "plot_tradeoff",
+    "run_dpo_vs_ppo",
+    "plot_history",
+]
+
 
 # %% ../nbs/08_dpo.ipynb #fd5a974e
 def prepare_completion(prompt: str, response: str, tokenizer, max_length: int = 160, sep: str = " ") -> dict:
     """Tokenise `prompt + sep + response` once and append EOS; labels are -100 on the prompt, ids on the response and EOS.
     Too long: prompt tokens are cut from the left; if the response alone does not fit, `CourseError`."""
     for name, v in (("prompt", prompt), ("response", response)):
-        if not isinstance(v, str): raise CourseError(f"{name} must be a string, got {type(v).__name__}")
-    if not response.strip(): raise CourseError(f"empty response for prompt {prompt[:60]!r}: DPO needs response tokens on both sides")
-    if tokenizer.eos_token_id is None: raise CourseError("the tokenizer has no EOS token; set tokenizer.eos_token first")
+        if not isinstance(v, str):
+            raise CourseError(f"{name} must be a string, got {type(v).__name__}")
+    if not response.strip():
+        raise CourseError(f"empty response for prompt {prompt[:60]!r}: DPO needs response tokens on both sides")
+    if tokenizer.eos_token_id is None:
+        raise CourseError("the tokenizer has no EOS token; set tokenizer.eos_token first")
     full = prompt + sep + response.strip()
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offs = list(enc["input_ids"]), enc["offset_mapping"]
     is_resp = [end > len(prompt) for (_, end) in offs]
-    if not any(is_resp): raise CourseError(f"no response tokens for prompt {prompt[:60]!r}; a fast tokenizer (with offsets) is needed")
-    ids.append(tokenizer.eos_token_id); is_resp.append(True)
+    if not any(is_resp):
+        raise CourseError(f"no response tokens for prompt {prompt[:60]!r}; a fast tokenizer (with offsets) is needed")
+    ids.append(tokenizer.eos_token_id)
+    is_resp.append(True)
     n_resp = len(ids) - is_resp.index(True)
-    if n_resp >= max_length: raise CourseError(f"response is {n_resp} tokens but max_length={max_length}; raise max_length or drop the pair")
+    if n_resp >= max_length:
+        raise CourseError(f"response is {n_resp} tokens but max_length={max_length}; raise max_length or drop the pair")
     cut = max(0, len(ids) - max_length)
     ids, is_resp = ids[cut:], is_resp[cut:]
-    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": [t if r else IGNORE_INDEX for t, r in zip(ids, is_resp)],
-            "prompt_cut": cut}
+    return {
+        "input_ids": ids,
+        "attention_mask": [1] * len(ids),
+        "labels": [t if r else IGNORE_INDEX for t, r in zip(ids, is_resp)],
+        "prompt_cut": cut,
+    }
+
 
 # %% ../nbs/08_dpo.ipynb #2d169188
 def _unwrap(model):
     return getattr(model, "module", model)  # DDP / accelerate wrappers keep the model in .module
 
-def _accepts_position_ids(model) -> bool:
-    try: return "position_ids" in inspect.signature(_unwrap(model).forward).parameters
-    except (TypeError, ValueError): return False
 
-def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _accepts_position_ids(model) -> bool:
+    try:
+        return "position_ids" in inspect.signature(_unwrap(model).forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def sequence_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
     "Per row: the sum over response positions (labels != -100) of log p(label | preceding tokens). Shape `[batch]`, float32."
     if input_ids.shape != labels.shape or input_ids.shape != attention_mask.shape:
-        raise CourseError(f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and labels {tuple(labels.shape)} must have the same shape")
+        raise CourseError(
+            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and labels {tuple(labels.shape)} must have the same shape"
+        )
     kw = {"attention_mask": attention_mask}
-    if _accepts_position_ids(model): kw["position_ids"] = position_ids_from_mask(attention_mask)  # padding-side independent
+    if _accepts_position_ids(model):
+        kw["position_ids"] = position_ids_from_mask(attention_mask)  # padding-side independent
     logits = model(input_ids=input_ids, **kw).logits[:, :-1].float()
     targets = labels[:, 1:].to(logits.device)
     mask = targets != IGNORE_INDEX
     empty = (mask.sum(-1) == 0).nonzero().flatten().tolist()
-    if empty: raise CourseError(f"rows {empty} have no response tokens (every label is -100): a sequence log-prob over nothing is meaningless")
+    if empty:
+        raise CourseError(
+            f"rows {empty} have no response tokens (every label is -100): a sequence log-prob over nothing is meaningless"
+        )
     token_logps = torch.gather(logits, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return (token_logps * mask).sum(-1)
+
 
 # %% ../nbs/08_dpo.ipynb #edd97a9d
 def collate_rows(rows: list[dict], tokenizer, padding_side: str = "right") -> dict:
     "Pad prepared rows (input_ids/attention_mask/labels) to the longest; `padding_side` 'right' or 'left'."
-    if not rows: raise CourseError("empty batch")
-    if padding_side not in ("right", "left"): raise CourseError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    if not rows:
+        raise CourseError("empty batch")
+    if padding_side not in ("right", "left"):
+        raise CourseError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     n = max(len(r["input_ids"]) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     out = {"input_ids": [], "attention_mask": [], "labels": []}
     for r in rows:
         k = n - len(r["input_ids"])
         for key, fill in (("input_ids", pad), ("attention_mask", 0), ("labels", IGNORE_INDEX)):
-            v = list(r[key]); out[key].append(v + [fill] * k if padding_side == "right" else [fill] * k + v)
+            v = list(r[key])
+            out[key].append(v + [fill] * k if padding_side == "right" else [fill] * k + v)
     return {k: torch.tensor(v) for k, v in out.items()}
+
 
 def collate_pairs(examples: list[dict], tokenizer, padding_side: str = "right") -> dict:
     "Batch of prepared pairs → one padded batch: rows `[:B]` chosen, `[B:]` rejected (plus reference log-probs when present)."
@@ -85,77 +138,129 @@ def collate_pairs(examples: list[dict], tokenizer, padding_side: str = "right") 
         batch["ref_rejected_logps"] = torch.tensor([e["ref_rejected_logp"] for e in examples])
     return batch
 
+
 # %% ../nbs/08_dpo.ipynb #5a941f56
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, ref_chosen_logps: torch.Tensor,
-             ref_rejected_logps: torch.Tensor, beta: float = 0.1, label_smoothing: float = 0.0):
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    label_smoothing: float = 0.0,
+):
     "Sigmoid DPO loss (mean over pairs) and the detached implicit rewards β·log(π/π_ref) of chosen and rejected."
-    if not beta > 0: raise CourseError(f"beta must be > 0, got {beta}")
-    if not 0 <= label_smoothing < 0.5: raise CourseError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+    if not beta > 0:
+        raise CourseError(f"beta must be > 0, got {beta}")
+    if not 0 <= label_smoothing < 0.5:
+        raise CourseError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
     shapes = {t.shape for t in (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)}
-    if len(shapes) != 1: raise CourseError(f"the four log-prob tensors must have one shape (one number per pair), got {shapes}")
+    if len(shapes) != 1:
+        raise CourseError(f"the four log-prob tensors must have one shape (one number per pair), got {shapes}")
     chosen_logratios = policy_chosen_logps - ref_chosen_logps.to(policy_chosen_logps.device)
     rejected_logratios = policy_rejected_logps - ref_rejected_logps.to(policy_rejected_logps.device)
     z = beta * (chosen_logratios - rejected_logratios)
     losses = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
     return losses.mean(), beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
 
+
 # %% ../nbs/08_dpo.ipynb #f9895b72
 def _validate(pairs, where: str = "DPO pairs") -> list[dict]:
-    from instruct_course.reward import validate_preferences  # the reward lesson's checks: fields, types, chosen != rejected
+    from instruct_course.reward import (
+        validate_preferences,
+    )  # the reward lesson's checks: fields, types, chosen != rejected
+
     return validate_preferences(list(pairs), where=where)
 
-def prepare_pairs(pairs, tokenizer, max_length: int = 160, sep: str = " ", where: str = "DPO pairs") -> tuple[list[dict], dict]:
+
+def prepare_pairs(
+    pairs, tokenizer, max_length: int = 160, sep: str = " ", where: str = "DPO pairs"
+) -> tuple[list[dict], dict]:
     "Validate preference pairs (`prompt`, `chosen`, `rejected`) and tokenise both sides; returns (examples, report of what was dropped)."
     pairs = _validate(pairs, where)
     examples, seen = [], set()
-    report = {"pairs": len(pairs), "kept": 0, "dropped_duplicate": 0, "dropped_too_long": 0, "dropped_identical_tokens": 0, "prompt_truncated": 0}
+    report = {
+        "pairs": len(pairs),
+        "kept": 0,
+        "dropped_duplicate": 0,
+        "dropped_too_long": 0,
+        "dropped_identical_tokens": 0,
+        "prompt_truncated": 0,
+    }
     for i, p in enumerate(pairs):
         key = (p["prompt"], p["chosen"].strip(), p["rejected"].strip())
-        if key in seen: report["dropped_duplicate"] += 1; continue  # K-way rankings repeat a pair when two candidates are the same text
+        if key in seen:
+            report["dropped_duplicate"] += 1
+            continue  # K-way rankings repeat a pair when two candidates are the same text
         seen.add(key)
-        try: c, r = (prepare_completion(p["prompt"], p[k], tokenizer, max_length, sep) for k in ("chosen", "rejected"))
+        try:
+            c, r = (prepare_completion(p["prompt"], p[k], tokenizer, max_length, sep) for k in ("chosen", "rejected"))
         except CourseError as e:
-            if "max_length" in str(e): report["dropped_too_long"] += 1; continue
+            if "max_length" in str(e):
+                report["dropped_too_long"] += 1
+                continue
             raise CourseError(f"{where}[{i}]: {e}") from None
-        if c["input_ids"] == r["input_ids"]: report["dropped_identical_tokens"] += 1; continue
+        if c["input_ids"] == r["input_ids"]:
+            report["dropped_identical_tokens"] += 1
+            continue
         report["prompt_truncated"] += int(c["prompt_cut"] > 0 or r["prompt_cut"] > 0)
-        examples.append({"index": i, "chosen": c, "rejected": r}); report["kept"] += 1
-    if not examples: raise CourseError(f"{where}: no usable pairs left ({report}); raise max_length or check the data")
+        examples.append({"index": i, "chosen": c, "rejected": r})
+        report["kept"] += 1
+    if not examples:
+        raise CourseError(f"{where}: no usable pairs left ({report}); raise max_length or check the data")
     return examples, report
+
 
 # %% ../nbs/08_dpo.ipynb #de49d633
 @dataclass
 class DPOConfig:
     "DPO settings. Defaults: the course's, for the tiny model on a CPU; `DPOConfig.paper()`: Rafailov et al. (2023)."
-    beta: float = 0.1               # Rafailov et al. 2023 §6 / App. B: β=0.1 (0.5 for TL;DR); also TRL's default
-    label_smoothing: float = 0.0    # 0 = DPO. ε>0 = conservative DPO (Mitchell 2023): assumed label-flip probability
-    sft_weight: float = 0.0         # 0 = DPO. α>0 adds α·(NLL per chosen token): RPO (Pang et al. 2024); TRL loss_type=["sigmoid","sft"]
-    learning_rate: float = 2e-4     # paper: 1e-6 (RMSprop) for 2.8-6B models; the 1.2M-param model needs far more (measured in 08_dpo)
-    batch_size: int = 16            # pairs per step; paper: 64
-    max_steps: int = 60             # course: CPU-sized; the paper trains about one epoch of its data
-    warmup_steps: int = 10          # paper: linear warmup 0 → lr over 150 steps, then constant
-    max_grad_norm: float = 1.0      # HF Trainer / TRL default clipping
-    weight_decay: float = 0.0       # paper: none (RMSprop)
-    optimizer: str = "adamw"        # paper: "rmsprop"; AdamW is what TRL uses by default
-    max_length: int = 160           # prompt+response tokens; the SFT lesson's max_seq_length (TRL default 1024)
-    precompute_ref: bool = True     # the reference is frozen: its log-probs are computed once (TRL: precompute_ref_log_probs)
-    padding_side: str = "right"     # padding never changes log-probs (tested); right padding is the natural one for training
+
+    beta: float = 0.1  # Rafailov et al. 2023 §6 / App. B: β=0.1 (0.5 for TL;DR); also TRL's default
+    label_smoothing: float = 0.0  # 0 = DPO. ε>0 = conservative DPO (Mitchell 2023): assumed label-flip probability
+    sft_weight: float = (
+        0.0  # 0 = DPO. α>0 adds α·(NLL per chosen token): RPO (Pang et al. 2024); TRL loss_type=["sigmoid","sft"]
+    )
+    learning_rate: float = (
+        2e-4  # paper: 1e-6 (RMSprop) for 2.8-6B models; the 1.2M-param model needs far more (measured in 08_dpo)
+    )
+    batch_size: int = 16  # pairs per step; paper: 64
+    max_steps: int = 60  # course: CPU-sized; the paper trains about one epoch of its data
+    warmup_steps: int = 10  # paper: linear warmup 0 → lr over 150 steps, then constant
+    max_grad_norm: float = 1.0  # HF Trainer / TRL default clipping
+    weight_decay: float = 0.0  # paper: none (RMSprop)
+    optimizer: str = "adamw"  # paper: "rmsprop"; AdamW is what TRL uses by default
+    max_length: int = 160  # prompt+response tokens; the SFT lesson's max_seq_length (TRL default 1024)
+    precompute_ref: bool = (
+        True  # the reference is frozen: its log-probs are computed once (TRL: precompute_ref_log_probs)
+    )
+    padding_side: str = (
+        "right"  # padding never changes log-probs (tested); right padding is the natural one for training
+    )
     seed: int = 0
 
     @classmethod
-    def paper(cls, **kw) -> "DPOConfig":
+    def paper(cls, **kw) -> DPOConfig:
         "The values of Rafailov et al. (2023) App. B (β=0.1, RMSprop lr 1e-6, batch 64, 150 warmup steps)."
-        return cls(**{"beta": 0.1, "learning_rate": 1e-6, "batch_size": 64, "warmup_steps": 150, "optimizer": "rmsprop", **kw})
+        return cls(
+            **{"beta": 0.1, "learning_rate": 1e-6, "batch_size": 64, "warmup_steps": 150, "optimizer": "rmsprop", **kw}
+        )
 
-    def validate(self) -> "DPOConfig":
-        if not self.beta > 0: raise CourseError(f"DPOConfig.beta must be > 0, got {self.beta}")
-        if not 0 <= self.label_smoothing < 0.5: raise CourseError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if not self.sft_weight >= 0: raise CourseError(f"DPOConfig.sft_weight must be >= 0, got {self.sft_weight}")
-        if self.optimizer not in ("adamw", "rmsprop"): raise CourseError(f"DPOConfig.optimizer must be 'adamw' or 'rmsprop', got {self.optimizer!r}")
+    def validate(self) -> DPOConfig:
+        if not self.beta > 0:
+            raise CourseError(f"DPOConfig.beta must be > 0, got {self.beta}")
+        if not 0 <= self.label_smoothing < 0.5:
+            raise CourseError(f"DPOConfig.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if not self.sft_weight >= 0:
+            raise CourseError(f"DPOConfig.sft_weight must be >= 0, got {self.sft_weight}")
+        if self.optimizer not in ("adamw", "rmsprop"):
+            raise CourseError(f"DPOConfig.optimizer must be 'adamw' or 'rmsprop', got {self.optimizer!r}")
         for k in ("batch_size", "max_steps", "max_length"):
-            if not (isinstance(getattr(self, k), int) and getattr(self, k) > 0): raise CourseError(f"DPOConfig.{k} must be a positive int, got {getattr(self, k)!r}")
-        if self.padding_side not in ("left", "right"): raise CourseError(f"DPOConfig.padding_side must be 'left' or 'right', got {self.padding_side!r}")
+            if not (isinstance(getattr(self, k), int) and getattr(self, k) > 0):
+                raise CourseError(f"DPOConfig.{k} must be a positive int, got {getattr(self, k)!r}")
+        if self.padding_side not in ("left", "right"):
+            raise CourseError(f"DPOConfig.padding_side must be 'left' or 'right', got {self.padding_side!r}")
         return self
+
 
 DPO_CONFIG_PROVENANCE = {
     "beta": "Rafailov et al. 2023 (DPO), §6 and App. B: β=0.1 for Anthropic-HH dialogue, 0.5 for TL;DR; TRL DPOConfig default 0.1",
@@ -174,235 +279,497 @@ DPO_CONFIG_PROVENANCE = {
     "seed": "course",
 }
 
+
 # %% ../nbs/08_dpo.ipynb #3dcafdfa
 def freeze_reference(ref):
     "Freeze `ref` in place (no gradients, eval mode) and return it."
-    ref.requires_grad_(False); ref.eval()
+    ref.requires_grad_(False)
+    ref.eval()
     return ref
 
+
 def _check_models(policy, ref, tokenizer):
-    if ref is None or ref is policy: raise CourseError("the reference must be a separate, frozen copy of the starting policy: pass copy.deepcopy(policy) or load the model twice")
+    if ref is None or ref is policy:
+        raise CourseError(
+            "the reference must be a separate, frozen copy of the starting policy: pass copy.deepcopy(policy) or load the model twice"
+        )
     pp = {p.data_ptr() for p in policy.parameters()}
-    if any(p.data_ptr() in pp for p in ref.parameters()): raise CourseError("policy and reference share parameter tensors: the reference would move with the policy; pass a deep copy")
+    if any(p.data_ptr() in pp for p in ref.parameters()):
+        raise CourseError(
+            "policy and reference share parameter tensors: the reference would move with the policy; pass a deep copy"
+        )
     vp, vr = policy.get_input_embeddings().num_embeddings, ref.get_input_embeddings().num_embeddings
-    if vp != vr: raise CourseError(f"policy and reference have different vocabularies ({vp} vs {vr} embeddings): use the same tokenizer and model family for both")
-    if len(tokenizer) > vp: raise CourseError(f"the tokenizer has {len(tokenizer)} tokens but the policy only {vp} embeddings: wrong tokenizer for this model")
+    if vp != vr:
+        raise CourseError(
+            f"policy and reference have different vocabularies ({vp} vs {vr} embeddings): use the same tokenizer and model family for both"
+        )
+    if len(tokenizer) > vp:
+        raise CourseError(
+            f"the tokenizer has {len(tokenizer)} tokens but the policy only {vp} embeddings: wrong tokenizer for this model"
+        )
+
 
 @torch.no_grad()
-def reference_logprobs(ref, examples: list[dict], tokenizer, batch_size: int = 32, padding_side: str = "right", progress: bool = False) -> list[dict]:
+def reference_logprobs(
+    ref, examples: list[dict], tokenizer, batch_size: int = 32, padding_side: str = "right", progress: bool = False
+) -> list[dict]:
     "Add `ref_chosen_logp` and `ref_rejected_logp` (floats) to each prepared pair, in place; returns the list."
     dev = next(ref.parameters()).device
     for b in tqdm(range(0, len(examples), batch_size), desc="reference log-probs", disable=not progress, leave=False):
-        chunk = examples[b:b + batch_size]
+        chunk = examples[b : b + batch_size]
         batch = collate_pairs(chunk, tokenizer, padding_side)
-        lp = sequence_logprobs(ref, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev)).cpu()
-        for e, c, r in zip(chunk, lp[:len(chunk)].tolist(), lp[len(chunk):].tolist()): e["ref_chosen_logp"], e["ref_rejected_logp"] = c, r
+        lp = sequence_logprobs(
+            ref, batch["input_ids"].to(dev), batch["attention_mask"].to(dev), batch["labels"].to(dev)
+        ).cpu()
+        for e, c, r in zip(chunk, lp[: len(chunk)].tolist(), lp[len(chunk) :].tolist()):
+            e["ref_chosen_logp"], e["ref_rejected_logp"] = c, r
     return examples
+
 
 def _lr_at(step: int, cfg: DPOConfig) -> float:
     return cfg.learning_rate * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
 
-HISTORY_KEYS = ("step", "loss", "sft_loss", "reward_accuracy", "margin", "chosen_reward", "rejected_reward", "chosen_logp", "rejected_logp", "lr", "grad_norm")
+
+HISTORY_KEYS = (
+    "step",
+    "loss",
+    "sft_loss",
+    "reward_accuracy",
+    "margin",
+    "chosen_reward",
+    "rejected_reward",
+    "chosen_logp",
+    "rejected_logp",
+    "lr",
+    "grad_norm",
+)
+
 
 def train_dpo(policy, ref, tokenizer, pairs, config: DPOConfig | None = None, progress: bool = True):
     "Train `policy` with DPO on preference `pairs` against the frozen `ref`. Returns `(policy, history)`."
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
+
     cfg = (config or DPOConfig()).validate()
     _check_models(policy, ref, tokenizer)
     seed_everything(cfg.seed)
     examples, report = prepare_pairs(pairs, tokenizer, cfg.max_length)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     freeze_reference(ref).to(acc.device)
-    if cfg.precompute_ref: reference_logprobs(ref, examples, tokenizer, padding_side=cfg.padding_side, progress=progress)
-    loader = DataLoader(examples, batch_size=cfg.batch_size, shuffle=True, generator=torch.Generator().manual_seed(cfg.seed),
-                        collate_fn=lambda ex: collate_pairs(ex, tokenizer, cfg.padding_side))
+    if cfg.precompute_ref:
+        reference_logprobs(ref, examples, tokenizer, padding_side=cfg.padding_side, progress=progress)
+    loader = DataLoader(
+        examples,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+        collate_fn=lambda ex: collate_pairs(ex, tokenizer, cfg.padding_side),
+    )
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = (torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.optimizer == "adamw"
-           else torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay))
+    opt = (
+        torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        if cfg.optimizer == "adamw"
+        else torch.optim.RMSprop(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    )
     policy, opt, loader = acc.prepare(policy, opt, loader)
     policy.eval()  # dropout off: at step 0 the policy's log-probs equal the reference's
-    hist = {k: [] for k in HISTORY_KEYS}; skipped = 0; step = 0; batches = iter(loader)
+    hist = {k: [] for k in HISTORY_KEYS}
+    skipped = 0
+    step = 0
+    batches = iter(loader)
     bar = tqdm(total=cfg.max_steps, desc=f"DPO β={cfg.beta:g}", disable=not progress)
     with Timer() as t:
         while step < cfg.max_steps:
-            try: batch = next(batches)
-            except StopIteration: batches = iter(loader); batch = next(batches)
-            for g in opt.param_groups: g["lr"] = _lr_at(step, cfg)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                batch = next(batches)
+            for g in opt.param_groups:
+                g["lr"] = _lr_at(step, cfg)
             logps = sequence_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["labels"])
             pc, pr = logps.chunk(2)
-            if cfg.precompute_ref: rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
+            if cfg.precompute_ref:
+                rc, rr = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
             else:
-                with torch.no_grad(): rc, rr = sequence_logprobs(ref, batch["input_ids"], batch["attention_mask"], batch["labels"]).chunk(2)
+                with torch.no_grad():
+                    rc, rr = sequence_logprobs(ref, batch["input_ids"], batch["attention_mask"], batch["labels"]).chunk(
+                        2
+                    )
             loss, cr, rj = dpo_loss(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing)
-            n_chosen = (batch["labels"][:len(pc), 1:] != IGNORE_INDEX).sum().clamp(min=1)
+            n_chosen = (batch["labels"][: len(pc), 1:] != IGNORE_INDEX).sum().clamp(min=1)
             sft = -pc.sum() / n_chosen  # NLL per chosen token
-            if cfg.sft_weight > 0: loss = loss + cfg.sft_weight * sft  # RPO: also keep the chosen answers likely (TRL's "sft" loss)
-            step += 1; bar.update(1)
+            if cfg.sft_weight > 0:
+                loss = loss + cfg.sft_weight * sft  # RPO: also keep the chosen answers likely (TRL's "sft" loss)
+            step += 1
+            bar.update(1)
             if not bool(acc.gather(torch.isfinite(loss.detach()).reshape(1)).all()):  # every process skips together
-                skipped += 1; opt.zero_grad(set_to_none=True); bar.set_postfix(skipped=skipped); continue
+                skipped += 1
+                opt.zero_grad(set_to_none=True)
+                bar.set_postfix(skipped=skipped)
+                continue
             acc.backward(loss)
             gn = acc.clip_grad_norm_(policy.parameters(), cfg.max_grad_norm)
-            opt.step(); opt.zero_grad(set_to_none=True)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
             cr, rj, pc, pr, l = acc.gather_for_metrics((cr, rj, pc.detach(), pr.detach(), loss.detach().reshape(1)))
-            row = {"step": step, "loss": l.mean().item(), "sft_loss": sft.item(), "reward_accuracy": (cr > rj).float().mean().item(), "margin": (cr - rj).mean().item(),
-                   "chosen_reward": cr.mean().item(), "rejected_reward": rj.mean().item(), "chosen_logp": pc.mean().item(),
-                   "rejected_logp": pr.mean().item(), "lr": opt.param_groups[0]["lr"], "grad_norm": float(gn)}
-            for k, v in row.items(): hist[k].append(v)
-            bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['reward_accuracy']:.2f}", margin=f"{row['margin']:.2f}")
+            row = {
+                "step": step,
+                "loss": l.mean().item(),
+                "sft_loss": sft.item(),
+                "reward_accuracy": (cr > rj).float().mean().item(),
+                "margin": (cr - rj).mean().item(),
+                "chosen_reward": cr.mean().item(),
+                "rejected_reward": rj.mean().item(),
+                "chosen_logp": pc.mean().item(),
+                "rejected_logp": pr.mean().item(),
+                "lr": opt.param_groups[0]["lr"],
+                "grad_norm": float(gn),
+            }
+            for k, v in row.items():
+                hist[k].append(v)
+            bar.set_postfix(
+                loss=f"{row['loss']:.3f}", acc=f"{row['reward_accuracy']:.2f}", margin=f"{row['margin']:.2f}"
+            )
     bar.close()
-    hist.update({"skipped_steps": skipped, "seconds": round(t.seconds, 2), "data": report, "config": asdict(cfg), "processes": acc.num_processes})
-    if skipped: print(f"train_dpo: skipped {skipped} of {cfg.max_steps} steps with a non-finite loss")
-    policy = acc.unwrap_model(policy); policy.eval()
+    hist.update(
+        {
+            "skipped_steps": skipped,
+            "seconds": round(t.seconds, 2),
+            "data": report,
+            "config": asdict(cfg),
+            "processes": acc.num_processes,
+        }
+    )
+    if skipped:
+        print(f"train_dpo: skipped {skipped} of {cfg.max_steps} steps with a non-finite loss")
+    policy = acc.unwrap_model(policy)
+    policy.eval()
     return policy, hist
+
 
 # %% ../nbs/08_dpo.ipynb #1a71399d
 def _gold_fn():
     from instruct_course.reward import gold_reward
+
     return gold_reward
 
+
 @torch.no_grad()
-def sample_responses(model, tokenizer, prompts: list[str], n_samples: int = 1, max_new_tokens: int = 48, temperature: float = 1.0,
-                     seed: int = 0, batch_size: int = 64) -> list[dict]:
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n_samples: int = 1,
+    max_new_tokens: int = 48,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> list[dict]:
     "Pure sampling (no top-k/top-p) keeping token ids: dicts with prompt_index, prompt_ids, response_ids (EOS included if it stopped), text, ended."
-    if not prompts: raise CourseError("sample_responses: no prompts")
-    if not temperature > 0: raise CourseError(f"temperature must be > 0 for sampling, got {temperature}")
-    seed_everything(seed); model.eval(); dev = next(model.parameters()).device; stops = set(_stop_ids(tokenizer))
+    if not prompts:
+        raise CourseError("sample_responses: no prompts")
+    if not temperature > 0:
+        raise CourseError(f"temperature must be > 0 for sampling, got {temperature}")
+    seed_everything(seed)
+    model.eval()
+    dev = next(model.parameters()).device
+    stops = set(_stop_ids(tokenizer))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    jobs = [i for i in range(len(prompts)) for _ in range(n_samples)]; out = []
+    jobs = [i for i in range(len(prompts)) for _ in range(n_samples)]
+    out = []
     for b in range(0, len(jobs), batch_size):
-        idx = jobs[b:b + batch_size]
+        idx = jobs[b : b + batch_size]
         enc = [tokenizer(prompts[i], add_special_tokens=False)["input_ids"] for i in idx]
         n = max(map(len, enc))
         ids = torch.tensor([[pad] * (n - len(e)) + e for e in enc], device=dev)
         att = torch.tensor([[0] * (n - len(e)) + [1] * len(e) for e in enc], device=dev)
-        gen = model.generate(input_ids=ids, attention_mask=att, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                             max_new_tokens=max_new_tokens, eos_token_id=sorted(stops), pad_token_id=pad, use_cache=True)
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=att,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            eos_token_id=sorted(stops),
+            pad_token_id=pad,
+            use_cache=True,
+        )
         for i, e, row in zip(idx, enc, gen[:, n:].tolist()):
             cut = next((j for j, t in enumerate(row) if t in stops), None)
-            resp = row if cut is None else row[:cut + 1]
+            resp = row if cut is None else row[: cut + 1]
             text = tokenizer.decode(resp[:-1] if cut is not None else resp, skip_special_tokens=True).strip()
-            out.append({"prompt_index": i, "prompt_ids": e, "response_ids": resp, "text": text, "ended": cut is not None})
+            out.append(
+                {"prompt_index": i, "prompt_ids": e, "response_ids": resp, "text": text, "ended": cut is not None}
+            )
     return out
+
 
 @torch.no_grad()
 def sample_logprobs(model, samples: list[dict], tokenizer, batch_size: int = 64) -> torch.Tensor:
     "log π(response | prompt) summed over each sample's response tokens (from `sample_responses`)."
-    dev = next(model.parameters()).device; res = []
+    dev = next(model.parameters()).device
+    res = []
     for b in range(0, len(samples), batch_size):
-        rows = [{"input_ids": s["prompt_ids"] + s["response_ids"], "attention_mask": [1] * (len(s["prompt_ids"]) + len(s["response_ids"])),
-                 "labels": [IGNORE_INDEX] * len(s["prompt_ids"]) + s["response_ids"]} for s in samples[b:b + batch_size]]
+        rows = [
+            {
+                "input_ids": s["prompt_ids"] + s["response_ids"],
+                "attention_mask": [1] * (len(s["prompt_ids"]) + len(s["response_ids"])),
+                "labels": [IGNORE_INDEX] * len(s["prompt_ids"]) + s["response_ids"],
+            }
+            for s in samples[b : b + batch_size]
+        ]
         batch = {k: v.to(dev) for k, v in collate_rows(rows, tokenizer).items()}
         res.append(sequence_logprobs(model, **batch).cpu())
     return torch.cat(res)
 
-def evaluate_policy(policy, ref, tokenizer, records, n_samples: int = 2, max_new_tokens: int = 48, seed: int = 0, batch_size: int = 64,
-                    style: str = "tutorial") -> dict:
+
+def evaluate_policy(
+    policy,
+    ref,
+    tokenizer,
+    records,
+    n_samples: int = 2,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    batch_size: int = 64,
+    style: str = "tutorial",
+) -> dict:
     "Gold reward (greedy and sampled), exact match, and sequence-level KL(π‖π_ref) on samples from π, for `records`."
     from instruct_course.world import score_response
-    if not records: raise CourseError("evaluate_policy: no records")
+
+    if not records:
+        raise CourseError("evaluate_policy: no records")
     gold = _gold_fn()
     prompts = [format_prompt(r["instruction"], r.get("input", ""), style, tokenizer) for r in records]
     greedy = generate(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    samples = sample_responses(policy, tokenizer, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size)
+    samples = sample_responses(
+        policy, tokenizer, prompts, n_samples=n_samples, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size
+    )
     kl = sample_logprobs(policy, samples, tokenizer, batch_size) - sample_logprobs(ref, samples, tokenizer, batch_size)
     g_greedy = [gold(r, o["text"]) for r, o in zip(records, greedy)]
     g_sample = [gold(records[s["prompt_index"]], s["text"]) for s in samples]
     per = {}
-    for r, g in zip(records, g_greedy): per.setdefault(r["task"], []).append(g)
-    return {"gold_greedy": sum(g_greedy) / len(g_greedy), "gold_sampled": sum(g_sample) / len(g_sample),
-            "gold_greedy_per_task": {k: sum(v) / len(v) for k, v in sorted(per.items())},
-            "exact_match_greedy": sum(score_response(r["task"], o["text"], r["response"]) for r, o in zip(records, greedy)) / len(records),
-            "kl": kl.mean().item(), "kl_se": (kl.std().item() / math.sqrt(len(kl))) if len(kl) > 1 else 0.0,
-            "kl_estimator": "k1: mean over samples y~π of sum_t log π − log π_ref", "sample_len": sum(len(s["response_ids"]) for s in samples) / len(samples),
-            "sample_ended": sum(s["ended"] for s in samples) / len(samples), "n_prompts": len(records), "n_samples": len(samples)}
+    for r, g in zip(records, g_greedy):
+        per.setdefault(r["task"], []).append(g)
+    return {
+        "gold_greedy": sum(g_greedy) / len(g_greedy),
+        "gold_sampled": sum(g_sample) / len(g_sample),
+        "gold_greedy_per_task": {k: sum(v) / len(v) for k, v in sorted(per.items())},
+        "exact_match_greedy": sum(score_response(r["task"], o["text"], r["response"]) for r, o in zip(records, greedy))
+        / len(records),
+        "kl": kl.mean().item(),
+        "kl_se": (kl.std().item() / math.sqrt(len(kl))) if len(kl) > 1 else 0.0,
+        "kl_estimator": "k1: mean over samples y~π of sum_t log π − log π_ref",
+        "sample_len": sum(len(s["response_ids"]) for s in samples) / len(samples),
+        "sample_ended": sum(s["ended"] for s in samples) / len(samples),
+        "n_prompts": len(records),
+        "n_samples": len(samples),
+    }
+
 
 # %% ../nbs/08_dpo.ipynb #daebc7e1
 DPO_VS_PPO_SETTINGS = {
-    "quick": {"pair_prompts": 96, "k": 4, "dpo_betas": (0.1, 0.5), "dpo_steps": 15, "dpo_batch": 8, "dpo_lr": 1e-3, "ppo_kl_coefs": (0.05, 0.5),
-              "ppo_steps": 4, "ppo_batch": 16, "eval_per_family": 2, "eval_samples": 2, "max_new_tokens": 48},
-    "full": {"pair_prompts": 400, "k": 4, "dpo_betas": (0.05, 0.1, 0.3, 1.0), "dpo_steps": 80, "dpo_batch": 16, "dpo_lr": 2e-4, "ppo_kl_coefs": (0.02, 0.1, 0.5),
-             "ppo_steps": 30, "ppo_batch": 32, "eval_per_family": 6, "eval_samples": 4, "max_new_tokens": 48},
+    "quick": {
+        "pair_prompts": 96,
+        "k": 4,
+        "dpo_betas": (0.1, 0.5),
+        "dpo_steps": 15,
+        "dpo_batch": 8,
+        "dpo_lr": 1e-3,
+        "ppo_kl_coefs": (0.05, 0.5),
+        "ppo_steps": 4,
+        "ppo_batch": 16,
+        "eval_per_family": 2,
+        "eval_samples": 2,
+        "max_new_tokens": 48,
+    },
+    "full": {
+        "pair_prompts": 400,
+        "k": 4,
+        "dpo_betas": (0.05, 0.1, 0.3, 1.0),
+        "dpo_steps": 80,
+        "dpo_batch": 16,
+        "dpo_lr": 2e-4,
+        "ppo_kl_coefs": (0.02, 0.1, 0.5),
+        "ppo_steps": 30,
+        "ppo_batch": 32,
+        "eval_per_family": 6,
+        "eval_samples": 4,
+        "max_new_tokens": 48,
+    },
 }
+
 
 def eval_subset(records: list[dict], per_family: int) -> list[dict]:
     "The first `per_family` records of each task family (deterministic)."
     by = {}
-    for r in records: by.setdefault(r["task"], []).append(r)
+    for r in records:
+        by.setdefault(r["task"], []).append(r)
     return [r for k in sorted(by) for r in by[k][:per_family]]
 
-def _row(method: str, coef, res: dict, **extra) -> dict:
-    return {"method": method, "beta": coef, **{k: res[k] for k in ("gold_greedy", "gold_sampled", "exact_match_greedy", "kl", "kl_se", "sample_len")}, **extra}
 
-def plot_tradeoff(rows: list[dict], ax=None, metric: str = "gold_sampled", title: str = "gold reward vs KL to the SFT reference"):
+def _row(method: str, coef, res: dict, **extra) -> dict:
+    return {
+        "method": method,
+        "beta": coef,
+        **{k: res[k] for k in ("gold_greedy", "gold_sampled", "exact_match_greedy", "kl", "kl_se", "sample_len")},
+        **extra,
+    }
+
+
+def plot_tradeoff(
+    rows: list[dict], ax=None, metric: str = "gold_sampled", title: str = "gold reward vs KL to the SFT reference"
+):
     "Gold reward against sequence KL(π‖π_ref), one line per method, each point labelled with its β."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 4))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
     start = [r for r in rows if r["method"] == "sft"]
     for method, style in (("dpo", "o-"), ("ppo", "s--")):
         pts = sorted([r for r in rows if r["method"] == method], key=lambda r: r["kl"])
-        if not pts: continue
+        if not pts:
+            continue
         xs, ys = [r["kl"] for r in start + pts], [r[metric] for r in start + pts]
         src = {r.get("reward") for r in pts} - {None}
         ax.plot(xs, ys, style, label=method.upper() + (f" (reward: {', '.join(sorted(src))})" if src else ""))
-        for r in pts: ax.annotate(f"β={r['beta']:g}", (r["kl"], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
-    if start: ax.plot([start[0]["kl"]], [start[0][metric]], "k*", ms=12, label="SFT (start)")
-    ax.set_xlabel("KL(π ‖ π_SFT), nats per response (k1, samples from π)"); ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(title); ax.grid(alpha=.3); ax.legend()
+        for r in pts:
+            ax.annotate(f"β={r['beta']:g}", (r["kl"], r[metric]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    if start:
+        ax.plot([start[0]["kl"]], [start[0][metric]], "k*", ms=12, label="SFT (start)")
+    ax.set_xlabel("KL(π ‖ π_SFT), nats per response (k1, samples from π)")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return ax
 
-def run_dpo_vs_ppo(out_dir: str | Path = "runs/dpo_vs_ppo", seed: int = 0, quick: bool = False, progress: bool = True) -> dict:
+
+def run_dpo_vs_ppo(
+    out_dir: str | Path = "runs/dpo_vs_ppo", seed: int = 0, quick: bool = False, progress: bool = True
+) -> dict:
     "DPO at several β and RM+PPO at several KL coefficients from the same SFT model; gold reward vs KL for both. Writes results.json and tradeoff.png."
     import random
-    import matplotlib; import matplotlib.pyplot as plt
-    from instruct_course.world import make_splits
+
+    import matplotlib.pyplot as plt
+
     from instruct_course.models import load_model, load_tokenizer
     from instruct_course.reward import build_preference_data
+    from instruct_course.world import make_splits
+
     try:
-        from instruct_course.ppo import train_ppo, PPOConfig
+        from instruct_course.ppo import PPOConfig, train_ppo
         from instruct_course.reward import load_reward_model
-    except ImportError as e: raise CourseError(f"run_dpo_vs_ppo needs instruct_course.ppo and the reward model ({e})") from None
-    S = DPO_VS_PPO_SETTINGS["quick" if quick else "full"]; out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    except ImportError as e:
+        raise CourseError(f"run_dpo_vs_ppo needs instruct_course.ppo and the reward model ({e})") from None
+    S = DPO_VS_PPO_SETTINGS["quick" if quick else "full"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    tok = load_tokenizer("tiny-sft"); sft = load_model("tiny-sft", device="cpu")
+    tok = load_tokenizer("tiny-sft")
+    sft = load_model("tiny-sft", device="cpu")
     splits = make_splits(seed=0)
     train_recs = random.Random(seed).sample(splits["train"], S["pair_prompts"])
     evals = eval_subset(splits["heldout_instances"], S["eval_per_family"])
-    ev = lambda m: evaluate_policy(m, sft, tok, evals, n_samples=S["eval_samples"], max_new_tokens=S["max_new_tokens"], seed=seed)
+    ev = lambda m: evaluate_policy(
+        m, sft, tok, evals, n_samples=S["eval_samples"], max_new_tokens=S["max_new_tokens"], seed=seed
+    )
     with Timer() as t_all:
-        pairs = build_preference_data(sft, tok, train_recs, k=S["k"], seed=seed, progress=progress, max_new_tokens=S["max_new_tokens"])
+        pairs = build_preference_data(
+            sft, tok, train_recs, k=S["k"], seed=seed, progress=progress, max_new_tokens=S["max_new_tokens"]
+        )
         rows = [_row("sft", 0.0, ev(sft))]
         for beta in tqdm(S["dpo_betas"], desc="DPO sweep", disable=not progress):
-            cfg = DPOConfig(beta=beta, max_steps=S["dpo_steps"], batch_size=S["dpo_batch"], learning_rate=S["dpo_lr"], seed=seed)
+            cfg = DPOConfig(
+                beta=beta, max_steps=S["dpo_steps"], batch_size=S["dpo_batch"], learning_rate=S["dpo_lr"], seed=seed
+            )
             pol, h = train_dpo(copy.deepcopy(sft), copy.deepcopy(sft), tok, pairs, cfg, progress=False)
-            rows.append(_row("dpo", beta, ev(pol), steps=cfg.max_steps, train_seconds=h["seconds"], reward_accuracy=float(sum(h["reward_accuracy"][-5:]) / len(h["reward_accuracy"][-5:]))))
-        try: rm, reward_name = load_reward_model("tiny-rm")[0], "tiny-rm"
-        except (CourseError, OSError) as e:  # no shipped RM: PPO on the gold reward itself (an upper bound for RM+PPO), said in the results
+            rows.append(
+                _row(
+                    "dpo",
+                    beta,
+                    ev(pol),
+                    steps=cfg.max_steps,
+                    train_seconds=h["seconds"],
+                    reward_accuracy=float(sum(h["reward_accuracy"][-5:]) / len(h["reward_accuracy"][-5:])),
+                )
+            )
+        try:
+            rm, reward_name = load_reward_model("tiny-rm")[0], "tiny-rm"
+        except (
+            CourseError,
+            OSError,
+        ) as e:  # no shipped RM: PPO on the gold reward itself (an upper bound for RM+PPO), said in the results
             print(f"no reward model 'tiny-rm' ({e}); PPO uses the gold reward directly")
-            gold = _gold_fn(); rm, reward_name = (lambda recs, resps: [gold(r, t) for r, t in zip(recs, resps)]), "gold"
+            gold = _gold_fn()
+            rm, reward_name = (lambda recs, resps: [gold(r, t) for r, t in zip(recs, resps)]), "gold"
         for coef in tqdm(S["ppo_kl_coefs"], desc="PPO sweep", disable=not progress):
-            pcfg = PPOConfig(steps=S["ppo_steps"], batch_size=S["ppo_batch"], mini_batch_size=min(16, S["ppo_batch"]), kl_coef=coef, adaptive_kl=False, seed=seed)
-            with Timer() as t: pol, h = train_ppo(copy.deepcopy(sft), rm, train_recs, pcfg, progress=False, tokenizer=tok, ref_model=copy.deepcopy(sft))
-            rows.append(_row("ppo", coef, ev(pol), steps=pcfg.steps, train_seconds=round(t.seconds, 1), reward=reward_name))
+            pcfg = PPOConfig(
+                steps=S["ppo_steps"],
+                batch_size=S["ppo_batch"],
+                mini_batch_size=min(16, S["ppo_batch"]),
+                kl_coef=coef,
+                adaptive_kl=False,
+                seed=seed,
+            )
+            with Timer() as t:
+                pol, h = train_ppo(
+                    copy.deepcopy(sft),
+                    rm,
+                    train_recs,
+                    pcfg,
+                    progress=False,
+                    tokenizer=tok,
+                    ref_model=copy.deepcopy(sft),
+                )
+            rows.append(
+                _row("ppo", coef, ev(pol), steps=pcfg.steps, train_seconds=round(t.seconds, 1), reward=reward_name)
+            )
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    plot_tradeoff(rows, axes[0], "gold_sampled", "gold reward of samples (T=1)"); plot_tradeoff(rows, axes[1], "gold_greedy", "gold reward, greedy")
-    fig.tight_layout(); fig.savefig(out / "tradeoff.png", dpi=110); plt.close(fig)
-    res = {"rows": rows, "settings": {**S, "quick": quick}, "seed": seed, "pairs": len(pairs), "eval_prompts": len(evals),
-           "seconds": round(t_all.seconds, 1), "threads": torch.get_num_threads()}
+    plot_tradeoff(rows, axes[0], "gold_sampled", "gold reward of samples (T=1)")
+    plot_tradeoff(rows, axes[1], "gold_greedy", "gold reward, greedy")
+    fig.tight_layout()
+    fig.savefig(out / "tradeoff.png", dpi=110)
+    plt.close(fig)
+    res = {
+        "rows": rows,
+        "settings": {**S, "quick": quick},
+        "seed": seed,
+        "pairs": len(pairs),
+        "eval_prompts": len(evals),
+        "seconds": round(t_all.seconds, 1),
+        "threads": torch.get_num_threads(),
+    }
     save_json(res, out / "results.json")
     return res
+
 
 # %% ../nbs/08_dpo.ipynb #dc73506d
 def plot_history(hist: dict, axes=None):
     "Loss, reward accuracy, implicit rewards and policy log-probs per step of a `train_dpo` history."
     import matplotlib.pyplot as plt
-    if axes is None: _, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+
+    if axes is None:
+        _, axes = plt.subplots(1, 4, figsize=(15, 3.2))
     s = hist["step"]
-    axes[0].plot(s, hist["loss"], label="loss"); axes[0].axhline(math.log(2), ls=":", c="grey", label="log 2"); axes[0].set_title("DPO loss")
-    axes[1].plot(s, hist["reward_accuracy"]); axes[1].set_ylim(0, 1.05); axes[1].set_title("reward accuracy (batch)")
-    axes[2].plot(s, hist["chosen_reward"], label="chosen"); axes[2].plot(s, hist["rejected_reward"], label="rejected")
-    axes[2].plot(s, hist["margin"], label="margin"); axes[2].set_title("implicit rewards β·log π/π_ref")
-    axes[3].plot(s, hist["chosen_logp"], label="chosen"); axes[3].plot(s, hist["rejected_logp"], label="rejected"); axes[3].set_title("log π(y|x), summed")
-    for a in axes: a.set_xlabel("step"); a.grid(alpha=.3)
-    for a in (axes[0], axes[2], axes[3]): a.legend(fontsize=8)
+    axes[0].plot(s, hist["loss"], label="loss")
+    axes[0].axhline(math.log(2), ls=":", c="grey", label="log 2")
+    axes[0].set_title("DPO loss")
+    axes[1].plot(s, hist["reward_accuracy"])
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title("reward accuracy (batch)")
+    axes[2].plot(s, hist["chosen_reward"], label="chosen")
+    axes[2].plot(s, hist["rejected_reward"], label="rejected")
+    axes[2].plot(s, hist["margin"], label="margin")
+    axes[2].set_title("implicit rewards β·log π/π_ref")
+    axes[3].plot(s, hist["chosen_logp"], label="chosen")
+    axes[3].plot(s, hist["rejected_logp"], label="rejected")
+    axes[3].set_title("log π(y|x), summed")
+    for a in axes:
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
+    for a in (axes[0], axes[2], axes[3]):
+        a.legend(fontsize=8)
     return axes

@@ -4,76 +4,136 @@
 
 # %% ../nbs/11_evaluation.ipynb #81915417
 from __future__ import annotations
-import collections, json, math, os, random, re, string
+
+import collections
+import os
+import random
+import re
+import string
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import numpy as np
-from .core import CourseError, seed_everything, run_dir, save_json, Timer
-from .world import FAMILIES, score_response, normalize_answer
+
+from .core import CourseError, Timer, save_json, seed_everything
 from .masking import format_prompt
-from .models import generate, perplexity, load_model, load_tokenizer, chat_prompt
+from .models import chat_prompt, generate, load_model, load_tokenizer, perplexity
 from .self_instruct import rouge_l
+from .world import FAMILIES, normalize_answer, score_response
 
 # %% auto #0
-__all__ = ['METRICS', 'REQUIRED_FIELDS', 'SCORE_RUBRIC', 'PAIR_PROMPT', 'exact_match', 'squad_tokens', 'token_f1',
-           'check_eval_records', 'EvalResult', 'evaluate', 'parse_score', 'parse_choice', 'Judge', 'spearman',
-           'judge_agreement', 'judge_sample', 'plot_judge', 'run_judge_agreement', 'normalize_text', 'ngrams',
-           'record_text', 'ngram_overlap', 'contamination_report', 'plant_leak', 'score_with_without', 'forgetting']
+__all__ = [
+    "METRICS",
+    "REQUIRED_FIELDS",
+    "SCORE_RUBRIC",
+    "PAIR_PROMPT",
+    "exact_match",
+    "squad_tokens",
+    "token_f1",
+    "check_eval_records",
+    "EvalResult",
+    "evaluate",
+    "parse_score",
+    "parse_choice",
+    "Judge",
+    "spearman",
+    "judge_agreement",
+    "judge_sample",
+    "plot_judge",
+    "run_judge_agreement",
+    "normalize_text",
+    "ngrams",
+    "record_text",
+    "ngram_overlap",
+    "contamination_report",
+    "plant_leak",
+    "score_with_without",
+    "forgetting",
+]
 
 # %% ../nbs/11_evaluation.ipynb #3872f5b3
 _PUNCT = set(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
+
 def exact_match(pred: str, ref: str, task: str | None = None) -> float:
     "1.0 if `pred` answers like `ref`: the world's checker when `task` is a world family (final answer for worked-step families), else equality after collapsing white space."
-    if task is not None and task in FAMILIES: return score_response(task, pred, ref)
+    if task is not None and task in FAMILIES:
+        return score_response(task, pred, ref)
     return float(normalize_answer(pred) == normalize_answer(ref))
+
 
 def squad_tokens(text: str) -> list[str]:
     "SQuAD's answer normalisation: lower case, punctuation deleted, articles (a, an, the) removed, split on white space."
     text = "".join(ch for ch in str(text).lower() if ch not in _PUNCT)
     return _ARTICLES.sub(" ", text).split()
 
+
 def token_f1(pred: str, ref: str) -> float:
     "SQuAD-style token F1 over the multiset of normalised tokens. Both empty: 1.0; exactly one empty: 0.0."
     p, r = squad_tokens(pred), squad_tokens(ref)
-    if not p or not r: return float(p == r)
+    if not p or not r:
+        return float(p == r)
     same = sum((collections.Counter(p) & collections.Counter(r)).values())
-    if same == 0: return 0.0
+    if same == 0:
+        return 0.0
     prec, rec = same / len(p), same / len(r)
     return 2 * prec * rec / (prec + rec)
 
-METRICS = {"exact_match": exact_match,
-           "token_f1": lambda pred, ref, task=None: token_f1(pred, ref),
-           "rouge_l": lambda pred, ref, task=None: rouge_l(pred, ref)}
+
+METRICS = {
+    "exact_match": exact_match,
+    "token_f1": lambda pred, ref, task=None: token_f1(pred, ref),
+    "rouge_l": lambda pred, ref, task=None: rouge_l(pred, ref),
+}
 
 # %% ../nbs/11_evaluation.ipynb #9718b7dc
 REQUIRED_FIELDS = ("instruction", "response", "task")
 
+
 def check_eval_records(records, name: str = "eval set") -> list[dict]:
     "Validate an eval set: non-empty; each record a dict with string `instruction`, `response`, `task` (and `input` if present)."
-    if records is None: raise CourseError(f"{name} is None: pass a list of records with fields {list(REQUIRED_FIELDS)} (e.g. world.make_splits()['heldout_instances'])")
-    if isinstance(records, (str, bytes)): raise CourseError(f"{name} must be a list of records, got a string; read a JSONL file with core.read_jsonl first")
+    if records is None:
+        raise CourseError(
+            f"{name} is None: pass a list of records with fields {list(REQUIRED_FIELDS)} (e.g. world.make_splits()['heldout_instances'])"
+        )
+    if isinstance(records, (str, bytes)):
+        raise CourseError(
+            f"{name} must be a list of records, got a string; read a JSONL file with core.read_jsonl first"
+        )
     records = list(records)
-    if not records: raise CourseError(f"{name} is empty: evaluation needs at least one record with fields {list(REQUIRED_FIELDS)}")
+    if not records:
+        raise CourseError(f"{name} is empty: evaluation needs at least one record with fields {list(REQUIRED_FIELDS)}")
     for i, r in enumerate(records):
-        if not isinstance(r, dict): raise CourseError(f"{name} record {i}: expected a dict with fields {list(REQUIRED_FIELDS)}, got {type(r).__name__}")
+        if not isinstance(r, dict):
+            raise CourseError(
+                f"{name} record {i}: expected a dict with fields {list(REQUIRED_FIELDS)}, got {type(r).__name__}"
+            )
         for k in REQUIRED_FIELDS:
-            if k not in r: raise CourseError(f"{name} record {i}: missing field {k!r} (required: {list(REQUIRED_FIELDS)}; 'input' is optional)")
-            if not isinstance(r[k], str): raise CourseError(f"{name} record {i}: field {k!r} must be a string, got {type(r[k]).__name__}")
-        if not isinstance(r.get("input", ""), str): raise CourseError(f"{name} record {i}: field 'input' must be a string (use '' for none)")
+            if k not in r:
+                raise CourseError(
+                    f"{name} record {i}: missing field {k!r} (required: {list(REQUIRED_FIELDS)}; 'input' is optional)"
+                )
+            if not isinstance(r[k], str):
+                raise CourseError(f"{name} record {i}: field {k!r} must be a string, got {type(r[k]).__name__}")
+        if not isinstance(r.get("input", ""), str):
+            raise CourseError(f"{name} record {i}: field 'input' must be a string (use '' for none)")
     return records
+
 
 def _as_splits(dataset) -> dict[str, list]:
     if isinstance(dataset, dict):
-        if not dataset: raise CourseError("eval set is an empty dict: pass {split_name: records}")
+        if not dataset:
+            raise CourseError("eval set is an empty dict: pass {split_name: records}")
         return {str(k): check_eval_records(v, f"eval split {k!r}") for k, v in dataset.items()}
     return {"eval": check_eval_records(dataset)}
+
 
 # %% ../nbs/11_evaluation.ipynb #ea368bce
 @dataclass
 class EvalResult:
     "Per-item predictions and scores from `evaluate`, with per-family and overall aggregates, a table and a plot."
+
     predictions: list[dict]
     metrics: tuple
     splits: list
@@ -82,35 +142,48 @@ class EvalResult:
     label: str = ""
 
     @property
-    def n(self) -> int: return len(self.predictions)
+    def n(self) -> int:
+        return len(self.predictions)
 
     def items(self, split: str | None = None) -> list[dict]:
-        if split is not None and split not in self.splits: raise CourseError(f"no split {split!r} in this result; splits: {self.splits}")
+        if split is not None and split not in self.splits:
+            raise CourseError(f"no split {split!r} in this result; splits: {self.splits}")
         return [p for p in self.predictions if split is None or p["split"] == split]
 
     def per_family(self, split: str | None = None) -> dict:
         "{family: {metric: mean, 'n': count}} for one split (default: the only split)."
-        items = self.items(self._one(split)); fam = collections.defaultdict(list)
-        for p in items: fam[p["task"]].append(p)
-        return {f: {**{m: float(np.mean([p[m] for p in ps])) for m in self.metrics}, "n": len(ps)} for f, ps in sorted(fam.items())}
+        items = self.items(self._one(split))
+        fam = collections.defaultdict(list)
+        for p in items:
+            fam[p["task"]].append(p)
+        return {
+            f: {**{m: float(np.mean([p[m] for p in ps])) for m in self.metrics}, "n": len(ps)}
+            for f, ps in sorted(fam.items())
+        }
 
     def overall(self, split: str | None = None) -> dict:
         "{metric: macro mean over families, 'n': items} for one split."
         pf = self.per_family(split)
-        return {**{m: float(np.mean([v[m] for v in pf.values()])) for m in self.metrics}, "n": sum(v["n"] for v in pf.values())}
+        return {
+            **{m: float(np.mean([v[m] for v in pf.values()])) for m in self.metrics},
+            "n": sum(v["n"] for v in pf.values()),
+        }
 
     def _one(self, split):
         if split is None:
-            if len(self.splits) > 1: raise CourseError(f"this result has several splits {self.splits}: pass split=...")
+            if len(self.splits) > 1:
+                raise CourseError(f"this result has several splits {self.splits}: pass split=...")
             return self.splits[0]
         return split
 
     def table(self):
         "pandas DataFrame: one row per (split, family) plus an 'overall' row per split; columns: the metrics and n."
         import pandas as pd
+
         rows = []
         for s in self.splits:
-            for f, v in self.per_family(s).items(): rows.append({"split": s, "family": f, **v})
+            for f, v in self.per_family(s).items():
+                rows.append({"split": s, "family": f, **v})
             rows.append({"split": s, "family": "overall", **self.overall(s)})
         df = pd.DataFrame(rows).set_index(["split", "family"] if len(self.splits) > 1 else ["family"])
         return df.drop(columns="split", errors="ignore")[list(self.metrics) + ["n"]]
@@ -118,60 +191,106 @@ class EvalResult:
     def plot(self, metric: str | None = None, ax=None, title: str | None = None):
         "Bar plot per family: the metrics side by side (one split), or `metric` per split (several splits)."
         import matplotlib.pyplot as plt
-        if ax is None: _, ax = plt.subplots(figsize=(9, 3.5))
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(9, 3.5))
         if len(self.splits) == 1:
-            pf = self.per_family(); fams = list(pf); groups = [(m, [pf[f][m] for f in fams]) for m in self.metrics]
+            pf = self.per_family()
+            fams = list(pf)
+            groups = [(m, [pf[f][m] for f in fams]) for m in self.metrics]
         else:
             metric = metric or self.metrics[0]
             fams = sorted({p["task"] for p in self.predictions})
             groups = [(s, [self.per_family(s).get(f, {}).get(metric, np.nan) for f in fams]) for s in self.splits]
-        w = 0.8 / len(groups); x = np.arange(len(fams))
-        for i, (name, vals) in enumerate(groups): ax.bar(x + i * w - 0.4 + w / 2, vals, w, label=name)
-        ax.set_xticks(x); ax.set_xticklabels(fams, rotation=35, ha="right"); ax.set_ylim(0, 1.05)
-        ax.set_ylabel(metric if len(self.splits) > 1 else "score"); ax.legend(fontsize=8); ax.grid(axis="y", alpha=.3)
-        ax.set_title(title or (self.label + " " if self.label else "") + ("per family" if len(self.splits) == 1 else f"{metric} per family and split"))
+        w = 0.8 / len(groups)
+        x = np.arange(len(fams))
+        for i, (name, vals) in enumerate(groups):
+            ax.bar(x + i * w - 0.4 + w / 2, vals, w, label=name)
+        ax.set_xticks(x)
+        ax.set_xticklabels(fams, rotation=35, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel(metric if len(self.splits) > 1 else "score")
+        ax.legend(fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(
+            title
+            or (self.label + " " if self.label else "")
+            + ("per family" if len(self.splits) == 1 else f"{metric} per family and split")
+        )
         return ax
 
     def to_dict(self) -> dict:
         "JSON-able summary (no predictions)."
-        return {"label": self.label, "metrics": list(self.metrics), "n": self.n, "seconds": round(self.seconds, 2), "dropped": self.dropped,
-                "overall": {s: self.overall(s) for s in self.splits}, "per_family": {s: self.per_family(s) for s in self.splits}}
+        return {
+            "label": self.label,
+            "metrics": list(self.metrics),
+            "n": self.n,
+            "seconds": round(self.seconds, 2),
+            "dropped": self.dropped,
+            "overall": {s: self.overall(s) for s in self.splits},
+            "per_family": {s: self.per_family(s) for s in self.splits},
+        }
+
 
 # %% ../nbs/11_evaluation.ipynb #dec15c48
-def evaluate(model, tokenizer, dataset, metrics=("exact_match", "token_f1", "rouge_l"), style: str = "tutorial", max_new_tokens: int = 64,
-             batch_size: int = 64, families=None, progress: bool = True, label: str = "") -> EvalResult:
+def evaluate(
+    model,
+    tokenizer,
+    dataset,
+    metrics=("exact_match", "token_f1", "rouge_l"),
+    style: str = "tutorial",
+    max_new_tokens: int = 64,
+    batch_size: int = 64,
+    families=None,
+    progress: bool = True,
+    label: str = "",
+) -> EvalResult:
     """Generate greedily for every record of `dataset` (records, or {split: records}) in batches and score each prediction with `metrics`.
     `families`: the task families the caller expects; other records are dropped (counted); no overlap at all is an error.
     `model` may be a name for `models.load_model` (then `tokenizer` may be None)."""
     if isinstance(model, (str, os.PathLike)):
-        label = label or str(model); tokenizer = tokenizer or load_tokenizer(str(model)); model = load_model(str(model))
-    if tokenizer is None: raise CourseError("evaluate needs the model's tokenizer (tokenizer=load_tokenizer(name))")
+        label = label or str(model)
+        tokenizer = tokenizer or load_tokenizer(str(model))
+        model = load_model(str(model))
+    if tokenizer is None:
+        raise CourseError("evaluate needs the model's tokenizer (tokenizer=load_tokenizer(name))")
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     bad = [m for m in metrics if m not in METRICS]
-    if not metrics or bad: raise CourseError(f"unknown metric(s) {bad}; valid: {list(METRICS)}")
-    splits = _as_splits(dataset); dropped = {}
+    if not metrics or bad:
+        raise CourseError(f"unknown metric(s) {bad}; valid: {list(METRICS)}")
+    splits = _as_splits(dataset)
+    dropped = {}
     if families is not None:
         want = {families} if isinstance(families, str) else set(families)
         have = sorted({r["task"] for rs in splits.values() for r in rs})
         if not want & set(have):
-            raise CourseError(f"the eval set's task families {have} have no overlap with the families expected {sorted(want)}: "
-                              "pass an eval set for those families, or families=None to score every record")
+            raise CourseError(
+                f"the eval set's task families {have} have no overlap with the families expected {sorted(want)}: "
+                "pass an eval set for those families, or families=None to score every record"
+            )
         for s, rs in list(splits.items()):
             for r in rs:
-                if r["task"] not in want: dropped[r["task"]] = dropped.get(r["task"], 0) + 1
+                if r["task"] not in want:
+                    dropped[r["task"]] = dropped.get(r["task"], 0) + 1
             splits[s] = [r for r in rs if r["task"] in want]
-            if not splits[s]: del splits[s]
-        if dropped: print(f"evaluate: dropped {sum(dropped.values())} records of families outside {sorted(want)}: {dropped}")
+            if not splits[s]:
+                del splits[s]
+        if dropped:
+            print(f"evaluate: dropped {sum(dropped.values())} records of families outside {sorted(want)}: {dropped}")
     flat = [(s, r) for s, rs in splits.items() for r in rs]
     prompts = [format_prompt(r["instruction"], r.get("input", ""), style, tokenizer) for _, r in flat]
     with Timer() as t:
-        outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
+        outs = generate(
+            model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress
+        )
     preds = []
     for (s, r), o in zip(flat, outs):
         row = {**r, "split": s, "prediction": o["text"], "finish_reason": o["finish_reason"]}
-        for m in metrics: row[m] = float(METRICS[m](o["text"], r["response"], r["task"]))
+        for m in metrics:
+            row[m] = float(METRICS[m](o["text"], r["response"], r["task"]))
         preds.append(row)
     return EvalResult(preds, metrics, list(splits), dropped, t.seconds, label)
+
 
 # %% ../nbs/11_evaluation.ipynb #50acdc2b
 SCORE_RUBRIC = """Grade the answer to the task.
@@ -196,50 +315,89 @@ Reply with a single letter: A or B."""
 _SCORE_RE = re.compile(r"(?:(?:score|grade|rating)\s*[:=]?\s*)?([1-5])(?:\s*(?:/\s*5|out of 5))?\s*[.!]?", re.I)
 _CHOICE_RE = re.compile(r"(?:answer\s*)?\(?([AB])\)?\s*[.!]?", re.I)
 
+
 def parse_score(text) -> int | None:
     "The grade 1–5 if the reply's first line is exactly a grade ('4', '4.', 'Score: 4', '4/5'), else None (unparseable)."
-    if not isinstance(text, str): return None
+    if not isinstance(text, str):
+        return None
     m = _SCORE_RE.fullmatch(text.strip().split("\n", 1)[0].strip())
     return int(m.group(1)) if m else None
 
+
 def parse_choice(text) -> str | None:
     "'A' or 'B' if the reply's first line is exactly that choice ('A', 'B.', 'Answer B', '(A)'), else None."
-    if not isinstance(text, str): return None
+    if not isinstance(text, str):
+        return None
     m = _CHOICE_RE.fullmatch(text.strip().split("\n", 1)[0].strip())
     return m.group(1).upper() if m else None
+
 
 # %% ../nbs/11_evaluation.ipynb #c29cbd56
 def _task_text(instruction: str, input: str = "") -> str:
     return instruction + (f"\n{input}" if input else "")
 
+
 class Judge:
     "An LLM judge: `score` with a 1–5 rubric (strictly parsed) and `compare` two answers in both orders. Batched through `models.generate`."
-    def __init__(self, model="smollm2", tokenizer=None, max_new_tokens: int = 4, batch_size: int = 16, chat: bool | None = None,
-                 device=None, max_task_chars: int = 600):
+
+    def __init__(
+        self,
+        model="smollm2",
+        tokenizer=None,
+        max_new_tokens: int = 4,
+        batch_size: int = 16,
+        chat: bool | None = None,
+        device=None,
+        max_task_chars: int = 600,
+    ):
         if isinstance(model, (str, os.PathLike)):
-            self.name = str(model); self.tokenizer = tokenizer or load_tokenizer(self.name); self.model = load_model(self.name, device=device)
+            self.name = str(model)
+            self.tokenizer = tokenizer or load_tokenizer(self.name)
+            self.model = load_model(self.name, device=device)
         else:
-            if tokenizer is None: raise CourseError("Judge(model=<a loaded model>) needs tokenizer=...")
+            if tokenizer is None:
+                raise CourseError("Judge(model=<a loaded model>) needs tokenizer=...")
             self.name, self.model, self.tokenizer = type(model).__name__, model, tokenizer
         self.chat = bool(getattr(self.tokenizer, "chat_template", None)) if chat is None else chat
         self.max_new_tokens, self.batch_size, self.max_task_chars = max_new_tokens, batch_size, max_task_chars
 
-    def _ref(self, reference) -> str: return f"Reference answer: {reference}\n" if reference else ""
+    def _ref(self, reference) -> str:
+        return f"Reference answer: {reference}\n" if reference else ""
 
     def score_prompt(self, instruction: str, input: str = "", response: str = "", reference: str | None = None) -> str:
-        return SCORE_RUBRIC.format(task=_task_text(instruction, input)[:self.max_task_chars], reference=self._ref(reference), response=response)
+        return SCORE_RUBRIC.format(
+            task=_task_text(instruction, input)[: self.max_task_chars],
+            reference=self._ref(reference),
+            response=response,
+        )
 
     def _ask(self, prompts: list[str], progress: bool = False) -> list[str]:
-        outs = generate(self.model, self.tokenizer, prompts, max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, chat=self.chat, progress=progress)
+        outs = generate(
+            self.model,
+            self.tokenizer,
+            prompts,
+            max_new_tokens=self.max_new_tokens,
+            batch_size=self.batch_size,
+            chat=self.chat,
+            progress=progress,
+        )
         return [o["text"] for o in outs]
 
     def score_many(self, items: list[dict], progress: bool = False) -> list[dict]:
         "items: dicts with `instruction`, `response` and optional `input`, `reference`. Returns [{'score': 1..5 or None, 'raw', 'parseable'}]."
-        if not items: raise CourseError("Judge.score_many: no items to judge")
+        if not items:
+            raise CourseError("Judge.score_many: no items to judge")
         for i, it in enumerate(items):
             for k in ("instruction", "response"):
-                if not isinstance(it.get(k), str): raise CourseError(f"judge item {i}: field {k!r} missing or not a string")
-        raws = self._ask([self.score_prompt(it["instruction"], it.get("input", ""), it["response"], it.get("reference")) for it in items], progress)
+                if not isinstance(it.get(k), str):
+                    raise CourseError(f"judge item {i}: field {k!r} missing or not a string")
+        raws = self._ask(
+            [
+                self.score_prompt(it["instruction"], it.get("input", ""), it["response"], it.get("reference"))
+                for it in items
+            ],
+            progress,
+        )
         return [{"score": parse_score(r), "raw": r, "parseable": parse_score(r) is not None} for r in raws]
 
     def score(self, instruction: str, input: str = "", response: str = "", reference: str | None = None) -> dict:
@@ -249,197 +407,391 @@ class Judge:
     def compare_many(self, items: list[dict], progress: bool = False) -> dict:
         """items: dicts with `instruction`, `a`, `b` (optional `input`, `reference`). Each pair is asked in both orders; the winner is 'a' or 'b'
         only when both orders agree, else 'tie/inconsistent'. Returns {'results', 'consistency_rate', 'first_position_rate', 'unparseable'}."""
-        if not items: raise CourseError("Judge.compare_many: no pairs to compare")
+        if not items:
+            raise CourseError("Judge.compare_many: no pairs to compare")
         prompts = []
         for it in items:
-            task = _task_text(it["instruction"], it.get("input", ""))[:self.max_task_chars]; ref = self._ref(it.get("reference"))
-            prompts += [PAIR_PROMPT.format(task=task, reference=ref, a=it["a"], b=it["b"]), PAIR_PROMPT.format(task=task, reference=ref, a=it["b"], b=it["a"])]
-        raws = self._ask(prompts, progress); results = []; first = parsed = unparseable = 0
+            task = _task_text(it["instruction"], it.get("input", ""))[: self.max_task_chars]
+            ref = self._ref(it.get("reference"))
+            prompts += [
+                PAIR_PROMPT.format(task=task, reference=ref, a=it["a"], b=it["b"]),
+                PAIR_PROMPT.format(task=task, reference=ref, a=it["b"], b=it["a"]),
+            ]
+        raws = self._ask(prompts, progress)
+        results = []
+        first = parsed = unparseable = 0
         for k, it in enumerate(items):
-            r1, r2 = raws[2 * k], raws[2 * k + 1]; c1, c2 = parse_choice(r1), parse_choice(r2)
-            v1 = {"A": "a", "B": "b"}.get(c1); v2 = {"A": "b", "B": "a"}.get(c2)  # second order shows b as A
+            r1, r2 = raws[2 * k], raws[2 * k + 1]
+            c1, c2 = parse_choice(r1), parse_choice(r2)
+            v1 = {"A": "a", "B": "b"}.get(c1)
+            v2 = {"A": "b", "B": "a"}.get(c2)  # second order shows b as A
             for c in (c1, c2):
-                if c is None: unparseable += 1
-                else: parsed += 1; first += c == "A"
+                if c is None:
+                    unparseable += 1
+                else:
+                    parsed += 1
+                    first += c == "A"
             consistent = v1 is not None and v1 == v2
-            results.append({"winner": v1 if consistent else "tie/inconsistent", "consistent": consistent, "first": v1, "second": v2, "raw": [r1, r2]})
-        return {"results": results, "consistency_rate": sum(r["consistent"] for r in results) / len(results),
-                "first_position_rate": first / parsed if parsed else None, "unparseable": unparseable, "asked": 2 * len(items)}
+            results.append(
+                {
+                    "winner": v1 if consistent else "tie/inconsistent",
+                    "consistent": consistent,
+                    "first": v1,
+                    "second": v2,
+                    "raw": [r1, r2],
+                }
+            )
+        return {
+            "results": results,
+            "consistency_rate": sum(r["consistent"] for r in results) / len(results),
+            "first_position_rate": first / parsed if parsed else None,
+            "unparseable": unparseable,
+            "asked": 2 * len(items),
+        }
 
     def compare(self, instruction: str, a: str, b: str, input: str = "", reference: str | None = None) -> dict:
         "Which of `a`, `b` is better, asked in both orders: {'winner': 'a'|'b'|'tie/inconsistent', 'consistent', 'first', 'second', 'raw'}."
-        return self.compare_many([dict(instruction=instruction, input=input, a=a, b=b, reference=reference)])["results"][0]
+        return self.compare_many([dict(instruction=instruction, input=input, a=a, b=b, reference=reference)])[
+            "results"
+        ][0]
 
     def expected_scores(self, items: list[dict], progress: bool = False) -> list[dict]:
         """G-Eval style (Liu et al., 2023): the judge's next-token probabilities over the digits 1–5 where its reply starts, renormalised;
         `score` is the expected grade (a float, always defined) and `digit_mass` how much probability the digits had before renormalising."""
-        import torch
-        if not items: raise CourseError("Judge.expected_scores: no items to judge")
+
+        if not items:
+            raise CourseError("Judge.expected_scores: no items to judge")
         ids = []
         for d in "12345":
             t = self.tokenizer(d, add_special_tokens=False)["input_ids"]
-            if len(t) != 1: raise CourseError(f"expected_scores needs each digit to be one token; {self.name}'s tokenizer splits {d!r} into {t}")
+            if len(t) != 1:
+                raise CourseError(
+                    f"expected_scores needs each digit to be one token; {self.name}'s tokenizer splits {d!r} into {t}"
+                )
             ids.append(t[0])
-        prompts = [self.score_prompt(it["instruction"], it.get("input", ""), it["response"], it.get("reference")) for it in items]
+        prompts = [
+            self.score_prompt(it["instruction"], it.get("input", ""), it["response"], it.get("reference"))
+            for it in items
+        ]
         prompts = [chat_prompt(self.tokenizer, p) if self.chat else p for p in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths together: less padding
-        dev = next(self.model.parameters()).device; old = self.tokenizer.padding_side; self.tokenizer.padding_side = "left"; out = [None] * len(prompts)
+        dev = next(self.model.parameters()).device
+        old = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"
+        out = [None] * len(prompts)
         try:
             with torch.no_grad():
                 for b in range(0, len(order), self.batch_size):
-                    idx = order[b:b + self.batch_size]
-                    enc = self.tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
+                    idx = order[b : b + self.batch_size]
+                    enc = self.tokenizer(
+                        [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                    ).to(dev)
                     p = self.model(**enc).logits[:, -1, :].float().softmax(-1)[:, ids]
                     for i, row in zip(idx, p.tolist()):
-                        mass = sum(row); q = [x / mass for x in row]
-                        out[i] = {"score": sum((k + 1) * x for k, x in enumerate(q)), "raw": [round(x, 4) for x in q], "parseable": True, "digit_mass": mass}
-        finally: self.tokenizer.padding_side = old
+                        mass = sum(row)
+                        q = [x / mass for x in row]
+                        out[i] = {
+                            "score": sum((k + 1) * x for k, x in enumerate(q)),
+                            "raw": [round(x, 4) for x in q],
+                            "parseable": True,
+                            "digit_mass": mass,
+                        }
+        finally:
+            self.tokenizer.padding_side = old
         return out
+
 
 # %% ../nbs/11_evaluation.ipynb #be6c5c79
 def _ranks(x: np.ndarray) -> np.ndarray:
     "Ranks with ties given their average rank (as scipy.stats.rankdata)."
-    order = np.argsort(x, kind="mergesort"); r = np.empty(len(x)); xs = x[order]; i = 0
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x))
+    xs = x[order]
+    i = 0
     while i < len(x):
         j = i
-        while j + 1 < len(x) and xs[j + 1] == xs[i]: j += 1
-        r[order[i:j + 1]] = (i + j) / 2 + 1; i = j + 1
+        while j + 1 < len(x) and xs[j + 1] == xs[i]:
+            j += 1
+        r[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
     return r
+
 
 def _pearson(x, y) -> float | None:
     x, y = np.asarray(x, float), np.asarray(y, float)
-    if len(x) < 2 or x.std() == 0 or y.std() == 0: return None  # undefined: one of them is constant
+    if len(x) < 2 or x.std() == 0 or y.std() == 0:
+        return None  # undefined: one of them is constant
     return float(np.corrcoef(x, y)[0, 1])
+
 
 def spearman(x, y) -> float | None:
     "Spearman's rank correlation (Pearson on average ranks); None when either side is constant."
     x, y = np.asarray(x, float), np.asarray(y, float)
     return _pearson(_ranks(x), _ranks(y)) if len(x) >= 2 else None
 
-def judge_agreement(judge, records, predictions, with_reference: bool = True, threshold: float = 3, progress: bool = False, mode: str = "generate") -> dict:
+
+def judge_agreement(
+    judge,
+    records,
+    predictions,
+    with_reference: bool = True,
+    threshold: float = 3,
+    progress: bool = False,
+    mode: str = "generate",
+) -> dict:
     """Grade each prediction with `judge` and measure agreement with exact-match gold. `predictions`: strings or dicts with 'prediction'.
     Unparseable judge replies are counted and left out of the agreement numbers. `mode='expected'` uses `judge.expected_scores` (G-Eval style)."""
-    if mode not in ("generate", "expected"): raise CourseError(f"mode must be 'generate' or 'expected', got {mode!r}")
+    if mode not in ("generate", "expected"):
+        raise CourseError(f"mode must be 'generate' or 'expected', got {mode!r}")
     records = check_eval_records(records, "judge_agreement records")
     preds = [p["prediction"] if isinstance(p, dict) else p for p in predictions]
-    if len(preds) != len(records): raise CourseError(f"judge_agreement: {len(records)} records but {len(preds)} predictions; pass one prediction per record")
+    if len(preds) != len(records):
+        raise CourseError(
+            f"judge_agreement: {len(records)} records but {len(preds)} predictions; pass one prediction per record"
+        )
     em = [exact_match(p, r["response"], r["task"]) for p, r in zip(preds, records)]
-    items = [dict(instruction=r["instruction"], input=r.get("input", ""), response=p, reference=r["response"] if with_reference else None) for p, r in zip(preds, records)]
-    graded = judge.score_many(items, progress=progress) if mode == "generate" else judge.expected_scores(items, progress=progress)
+    items = [
+        dict(
+            instruction=r["instruction"],
+            input=r.get("input", ""),
+            response=p,
+            reference=r["response"] if with_reference else None,
+        )
+        for p, r in zip(preds, records)
+    ]
+    graded = (
+        judge.score_many(items, progress=progress)
+        if mode == "generate"
+        else judge.expected_scores(items, progress=progress)
+    )
     ok = [i for i, g in enumerate(graded) if g["score"] is not None]
-    s = np.array([graded[i]["score"] for i in ok], float); y = np.array([em[i] for i in ok], float)
+    s = np.array([graded[i]["score"] for i in ok], float)
+    y = np.array([em[i] for i in ok], float)
     confusion = {f"EM={int(e)}": {**{str(k): 0 for k in range(1, 6)}, "unparseable": 0} for e in (1, 0)}
-    for g, e in zip(graded, em): confusion[f"EM={int(e)}"][str(int(round(g["score"]))) if g["score"] is not None else "unparseable"] += 1
+    for g, e in zip(graded, em):
+        confusion[f"EM={int(e)}"][str(int(round(g["score"]))) if g["score"] is not None else "unparseable"] += 1
     n_ok = len(ok)
-    return {"mode": mode, "n": len(records), "parsed": n_ok, "unparseable": len(records) - n_ok, "unparseable_rate": (len(records) - n_ok) / len(records),
-            "gold_rate": float(np.mean(em)), "threshold": threshold,
-            "accuracy": float(np.mean((s >= threshold) == (y == 1))) if n_ok else None,
-            "majority_baseline": float(max(y.mean(), 1 - y.mean())) if n_ok else None,
-            "spearman": spearman(s, y) if n_ok else None, "point_biserial": _pearson(s, y) if n_ok else None,
-            "mean_score_correct": float(s[y == 1].mean()) if (y == 1).any() else None,
-            "mean_score_wrong": float(s[y == 0].mean()) if (y == 0).any() else None,
-            "confusion": confusion,
-            "items": [{"task": r["task"], "prediction": p, "reference": r["response"], "em": e, **g} for r, p, e, g in zip(records, preds, em, graded)]}
+    return {
+        "mode": mode,
+        "n": len(records),
+        "parsed": n_ok,
+        "unparseable": len(records) - n_ok,
+        "unparseable_rate": (len(records) - n_ok) / len(records),
+        "gold_rate": float(np.mean(em)),
+        "threshold": threshold,
+        "accuracy": float(np.mean((s >= threshold) == (y == 1))) if n_ok else None,
+        "majority_baseline": float(max(y.mean(), 1 - y.mean())) if n_ok else None,
+        "spearman": spearman(s, y) if n_ok else None,
+        "point_biserial": _pearson(s, y) if n_ok else None,
+        "mean_score_correct": float(s[y == 1].mean()) if (y == 1).any() else None,
+        "mean_score_wrong": float(s[y == 0].mean()) if (y == 0).any() else None,
+        "confusion": confusion,
+        "items": [
+            {"task": r["task"], "prediction": p, "reference": r["response"], "em": e, **g}
+            for r, p, e, g in zip(records, preds, em, graded)
+        ],
+    }
+
 
 # %% ../nbs/11_evaluation.ipynb #a1133fdb
 def judge_sample(predictions: list[dict], n: int, seed: int = 0) -> list[dict]:
     "A balanced sample: n/2 predictions with EM = 1 and n/2 with EM = 0 (fewer if a side runs out), shuffled with `seed`."
-    rng = random.Random(seed); right = [p for p in predictions if p["exact_match"] == 1]; wrong = [p for p in predictions if p["exact_match"] == 0]
-    rng.shuffle(right); rng.shuffle(wrong); out = right[:n // 2] + wrong[:n - n // 2]; rng.shuffle(out)
+    rng = random.Random(seed)
+    right = [p for p in predictions if p["exact_match"] == 1]
+    wrong = [p for p in predictions if p["exact_match"] == 0]
+    rng.shuffle(right)
+    rng.shuffle(wrong)
+    out = right[: n // 2] + wrong[: n - n // 2]
+    rng.shuffle(out)
     return out
+
 
 # %% ../nbs/11_evaluation.ipynb #fe2d3ca6
 def plot_judge(agreement: dict, pairwise: dict | None = None, path=None):
     "Grade histogram split by exact match (left) and pairwise verdicts (right)."
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2 if pairwise else 1, figsize=(10 if pairwise else 5.5, 3.4)); axes = np.atleast_1d(axes)
-    cols = [str(k) for k in range(1, 6)] + ["unparseable"]; x = np.arange(len(cols))
+
+    fig, axes = plt.subplots(1, 2 if pairwise else 1, figsize=(10 if pairwise else 5.5, 3.4))
+    axes = np.atleast_1d(axes)
+    cols = [str(k) for k in range(1, 6)] + ["unparseable"]
+    x = np.arange(len(cols))
     for i, (row, name) in enumerate([("EM=1", "EM = 1 (right)"), ("EM=0", "EM = 0 (wrong)")]):
-        axes[0].bar(x + (i - .5) * .4, [agreement["confusion"][row][c] for c in cols], .4, label=name)
-    axes[0].set_xticks(x); axes[0].set_xticklabels(cols); axes[0].set_xlabel("judge grade"); axes[0].set_ylabel("answers"); axes[0].legend()
+        axes[0].bar(x + (i - 0.5) * 0.4, [agreement["confusion"][row][c] for c in cols], 0.4, label=name)
+    axes[0].set_xticks(x)
+    axes[0].set_xticklabels(cols)
+    axes[0].set_xlabel("judge grade")
+    axes[0].set_ylabel("answers")
+    axes[0].legend()
     axes[0].set_title(f"judge grades vs gold (n={agreement['n']})")
     if pairwise:
         w = collections.Counter(r["winner"] for r in pairwise["results"])
-        axes[1].bar(["reference (a)", "wrong answer (b)", "tie/inconsistent"], [w.get("a", 0), w.get("b", 0), w.get("tie/inconsistent", 0)], color=["C2", "C3", "C7"])
+        axes[1].bar(
+            ["reference (a)", "wrong answer (b)", "tie/inconsistent"],
+            [w.get("a", 0), w.get("b", 0), w.get("tie/inconsistent", 0)],
+            color=["C2", "C3", "C7"],
+        )
         axes[1].set_title(f"pairwise, positions swapped (n={len(pairwise['results'])})")
     plt.tight_layout()
-    if path: fig.savefig(path, dpi=100)
+    if path:
+        fig.savefig(path, dpi=100)
     return fig
 
-def run_judge_agreement(out_dir="runs/judge", seed: int = 0, quick: bool = False, judge_model: str = "smollm2", progress: bool = True) -> dict:
+
+def run_judge_agreement(
+    out_dir="runs/judge", seed: int = 0, quick: bool = False, judge_model: str = "smollm2", progress: bool = True
+) -> dict:
     "CLI hook: grade tiny-sft's answers with an LLM judge, measure agreement with exact match, and a swapped pairwise test; writes judge.json (with every item) and judge.png, returns the summary."
-    import matplotlib; import matplotlib.pyplot as plt
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True); seed_everything(seed)
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(seed)
     n_items, n_pairs = (24, 8) if quick else (200, 60)
     splits = _world_splits(seed)
-    tok = load_tokenizer("tiny"); sft = load_model("tiny-sft")
+    tok = load_tokenizer("tiny")
+    sft = load_model("tiny-sft")
     with Timer() as t_eval:
-        r = evaluate(sft, tok, {s: splits[s] for s in ("heldout_instances", "heldout_templates")}, metrics=("exact_match",), progress=progress)
+        r = evaluate(
+            sft,
+            tok,
+            {s: splits[s] for s in ("heldout_instances", "heldout_templates")},
+            metrics=("exact_match",),
+            progress=progress,
+        )
     sample = judge_sample(r.predictions, n_items, seed)
-    with Timer() as t_load: judge = Judge(judge_model)
-    with Timer() as t_judge: ag = judge_agreement(judge, sample, sample, progress=progress)
-    with Timer() as t_exp: ag_exp = judge_agreement(judge, sample, sample, mode="expected")
+    with Timer() as t_load:
+        judge = Judge(judge_model)
+    with Timer() as t_judge:
+        ag = judge_agreement(judge, sample, sample, progress=progress)
+    with Timer() as t_exp:
+        ag_exp = judge_agreement(judge, sample, sample, mode="expected")
     wrong = [p for p in judge_sample(r.predictions, 4 * n_pairs, seed + 1) if p["exact_match"] == 0][:n_pairs]
-    with Timer() as t_pair: cmp = judge.compare_many([dict(instruction=p["instruction"], input=p["input"], a=p["response"], b=p["prediction"]) for p in wrong], progress=progress)
+    with Timer() as t_pair:
+        cmp = judge.compare_many(
+            [dict(instruction=p["instruction"], input=p["input"], a=p["response"], b=p["prediction"]) for p in wrong],
+            progress=progress,
+        )
     wins = collections.Counter(x["winner"] for x in cmp["results"])
-    result = {"judge": judge_model, "seed": seed, "quick": quick, "n_items": ag["n"], "n_pairs": len(wrong),
-              "agreement": {k: v for k, v in ag.items() if k != "items"},
-              "agreement_expected": {k: v for k, v in ag_exp.items() if k != "items"},
-              "pairwise": {"consistency_rate": cmp["consistency_rate"], "first_position_rate": cmp["first_position_rate"], "unparseable": cmp["unparseable"],
-                           "reference_wins": wins.get("a", 0), "wrong_wins": wins.get("b", 0), "tie_inconsistent": wins.get("tie/inconsistent", 0)},
-              "seconds": {"evaluate": round(t_eval.seconds, 1), "judge_load": round(t_load.seconds, 1), "score": round(t_judge.seconds, 1), "expected": round(t_exp.seconds, 1), "pairwise": round(t_pair.seconds, 1)},
-              "items": ag["items"], "pairs": cmp["results"]}
+    result = {
+        "judge": judge_model,
+        "seed": seed,
+        "quick": quick,
+        "n_items": ag["n"],
+        "n_pairs": len(wrong),
+        "agreement": {k: v for k, v in ag.items() if k != "items"},
+        "agreement_expected": {k: v for k, v in ag_exp.items() if k != "items"},
+        "pairwise": {
+            "consistency_rate": cmp["consistency_rate"],
+            "first_position_rate": cmp["first_position_rate"],
+            "unparseable": cmp["unparseable"],
+            "reference_wins": wins.get("a", 0),
+            "wrong_wins": wins.get("b", 0),
+            "tie_inconsistent": wins.get("tie/inconsistent", 0),
+        },
+        "seconds": {
+            "evaluate": round(t_eval.seconds, 1),
+            "judge_load": round(t_load.seconds, 1),
+            "score": round(t_judge.seconds, 1),
+            "expected": round(t_exp.seconds, 1),
+            "pairwise": round(t_pair.seconds, 1),
+        },
+        "items": ag["items"],
+        "pairs": cmp["results"],
+    }
     save_json(result, out / "judge.json")
-    fig = plot_judge(ag, cmp, out / "judge.png"); plt.close(fig)
-    return {k: v for k, v in result.items() if k not in ("items", "pairs")} | {"json": str(out / "judge.json"), "png": str(out / "judge.png")}
+    fig = plot_judge(ag, cmp, out / "judge.png")
+    plt.close(fig)
+    return {k: v for k, v in result.items() if k not in ("items", "pairs")} | {
+        "json": str(out / "judge.json"),
+        "png": str(out / "judge.png"),
+    }
+
 
 _SPLIT_CACHE = {}
+
+
 def _world_splits(seed: int):
     from instruct_course.world import make_splits
-    if seed not in _SPLIT_CACHE: _SPLIT_CACHE[seed] = make_splits(seed=seed)
+
+    if seed not in _SPLIT_CACHE:
+        _SPLIT_CACHE[seed] = make_splits(seed=seed)
     return _SPLIT_CACHE[seed]
+
 
 # %% ../nbs/11_evaluation.ipynb #16bda6da
 def normalize_text(text: str) -> str:
     "Lower case, every run of non-alphanumeric characters becomes one space (GPT-3's normalisation for n-gram matching)."
     return " ".join(re.sub(r"[\W_]+", " ", str(text).lower()).split())
 
+
 def ngrams(text: str, n: int) -> list[tuple]:
     "Word n-grams of the normalised text; a text shorter than `n` words gives one n-gram, the whole text; empty text gives none."
     w = normalize_text(text).split()
-    if not w: return []
-    return [tuple(w)] if len(w) < n else [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+    if not w:
+        return []
+    return [tuple(w)] if len(w) < n else [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
+
 
 def record_text(rec) -> str:
     "The text of a record that is checked for leaks: instruction, input and response (a string is used as it is)."
-    if isinstance(rec, str): return rec
+    if isinstance(rec, str):
+        return rec
     return " ".join(str(rec.get(k, "")) for k in ("instruction", "input", "response"))
+
 
 def ngram_overlap(train_texts, eval_texts, n: int = 8, threshold: float = 0.8) -> list[dict]:
     """Per eval text: the fraction of its word n-grams that occur in any training text, the matching n-grams, and `flagged` when the
     fraction >= threshold. `threshold=None` gives GPT-3's rule: flagged on any shared n-gram."""
-    if not isinstance(n, int) or n < 1: raise CourseError(f"n must be a positive int, got {n!r}")
-    if threshold is not None and not 0 < threshold <= 1: raise CourseError(f"threshold must be in (0, 1] or None, got {threshold!r}")
+    if not isinstance(n, int) or n < 1:
+        raise CourseError(f"n must be a positive int, got {n!r}")
+    if threshold is not None and not 0 < threshold <= 1:
+        raise CourseError(f"threshold must be in (0, 1] or None, got {threshold!r}")
     train = set()
-    for t in train_texts: train.update(ngrams(record_text(t), n))
+    for t in train_texts:
+        train.update(ngrams(record_text(t), n))
     out = []
     for i, t in enumerate(eval_texts):
-        g = list(dict.fromkeys(ngrams(record_text(t), n))); hit = [x for x in g if x in train]
+        g = list(dict.fromkeys(ngrams(record_text(t), n)))
+        hit = [x for x in g if x in train]
         frac = len(hit) / len(g) if g else 0.0
-        out.append({"index": i, "n_ngrams": len(g), "overlap": frac, "matches": [" ".join(x) for x in hit],
-                    "flagged": bool(hit) if threshold is None else frac >= threshold})
+        out.append(
+            {
+                "index": i,
+                "n_ngrams": len(g),
+                "overlap": frac,
+                "matches": [" ".join(x) for x in hit],
+                "flagged": bool(hit) if threshold is None else frac >= threshold,
+            }
+        )
     return out
+
 
 def contamination_report(train_records, eval_records, n: int = 8, threshold: float = 0.8) -> dict:
     "n-gram contamination of `eval_records` by `train_records`: counts, flagged indices, per-item overlaps."
-    eval_records = list(eval_records); train_records = list(train_records)
-    if not eval_records: raise CourseError("contamination_report: the eval set is empty")
-    if not train_records: raise CourseError("contamination_report: the training set is empty")
+    eval_records = list(eval_records)
+    train_records = list(train_records)
+    if not eval_records:
+        raise CourseError("contamination_report: the eval set is empty")
+    if not train_records:
+        raise CourseError("contamination_report: the training set is empty")
     items = ngram_overlap(train_records, eval_records, n, threshold)
     flagged = [it["index"] for it in items if it["flagged"]]
-    by_family = collections.Counter(eval_records[i].get("task", "?") for i in flagged) if isinstance(eval_records[0], dict) else {}
-    return {"n": n, "threshold": threshold, "n_eval": len(items), "n_flagged": len(flagged), "flagged_rate": len(flagged) / len(items),
-            "flagged": flagged, "flagged_by_family": dict(by_family), "items": items}
+    by_family = (
+        collections.Counter(eval_records[i].get("task", "?") for i in flagged)
+        if isinstance(eval_records[0], dict)
+        else {}
+    )
+    return {
+        "n": n,
+        "threshold": threshold,
+        "n_eval": len(items),
+        "n_flagged": len(flagged),
+        "flagged_rate": len(flagged) / len(items),
+        "flagged": flagged,
+        "flagged_by_family": dict(by_family),
+        "items": items,
+    }
+
 
 # %% ../nbs/11_evaluation.ipynb #3bd866e9
 def plant_leak(train_records, eval_records, indices, copies: int = 1, seed: int = 0) -> list[dict]:
@@ -448,21 +800,39 @@ def plant_leak(train_records, eval_records, indices, copies: int = 1, seed: int 
     random.Random(seed).shuffle(out)
     return out
 
+
 def score_with_without(result, flagged, metric: str = "exact_match", families=None) -> dict:
     "A metric on all items, on the clean items (flagged removed) and on the flagged items. `result`: an EvalResult (one split) or its predictions."
     preds = result.items(result._one(None)) if isinstance(result, EvalResult) else list(result)
-    if families is not None: keep = [i for i, p in enumerate(preds) if p["task"] in set(families)]
-    else: keep = list(range(len(preds)))
-    if not keep: raise CourseError(f"score_with_without: no predictions in families {families}")
-    f = set(flagged); sc = lambda ids: float(np.mean([preds[i][metric] for i in ids])) if ids else None
-    clean_ids = [i for i in keep if i not in f]; flag_ids = [i for i in keep if i in f]
-    return {"metric": metric, "all": sc(keep), "clean": sc(clean_ids), "flagged": sc(flag_ids), "n_all": len(keep), "n_clean": len(clean_ids), "n_flagged": len(flag_ids)}
+    if families is not None:
+        keep = [i for i, p in enumerate(preds) if p["task"] in set(families)]
+    else:
+        keep = list(range(len(preds)))
+    if not keep:
+        raise CourseError(f"score_with_without: no predictions in families {families}")
+    f = set(flagged)
+    sc = lambda ids: float(np.mean([preds[i][metric] for i in ids])) if ids else None
+    clean_ids = [i for i in keep if i not in f]
+    flag_ids = [i for i in keep if i in f]
+    return {
+        "metric": metric,
+        "all": sc(keep),
+        "clean": sc(clean_ids),
+        "flagged": sc(flag_ids),
+        "n_all": len(keep),
+        "n_clean": len(clean_ids),
+        "n_flagged": len(flag_ids),
+    }
+
 
 # %% ../nbs/11_evaluation.ipynb #26c61caf
 def forgetting(base_model, tuned_model, tokenizer, texts, block_size: int = 128, batch_size: int = 32) -> dict:
     "Perplexity of the base and the tuned model on `texts` (held-out pretraining text): {'ppl_before', 'ppl_after', 'ratio' (after/before)}."
     texts = list(texts)
-    if not texts or not any(str(t).strip() for t in texts): raise CourseError("forgetting: no text to measure perplexity on; pass held-out pretraining documents (world.pretraining_text)")
+    if not texts or not any(str(t).strip() for t in texts):
+        raise CourseError(
+            "forgetting: no text to measure perplexity on; pass held-out pretraining documents (world.pretraining_text)"
+        )
     before = perplexity(base_model, tokenizer, texts, block_size=block_size, batch_size=batch_size)
     after = perplexity(tuned_model, tokenizer, texts, block_size=block_size, batch_size=batch_size)
     return {"ppl_before": before, "ppl_after": after, "ratio": after / before, "n_texts": len(texts)}

@@ -4,21 +4,40 @@
 
 # %% ../nbs/10_evol_instruct.ipynb #2c3bf591
 from __future__ import annotations
-import re, json, random
+
+import random
+import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, asdict
 from pathlib import Path
+
 import torch
 from tqdm.auto import tqdm
-from .core import CourseError, write_jsonl, save_json
+
+from .core import CourseError, save_json, write_jsonl
 from .generation import TextGenerator
-from .self_instruct import rouge_l, UnicodeTokenizer, load_seed_tasks
+from .self_instruct import UnicodeTokenizer, load_seed_tasks, rouge_l
 
 # %% auto #0
-__all__ = ['TUTORIAL_EVOLUTION_PROMPTS', 'EVOLUTION_OPS', 'MARKERS', 'STOP_WORDS', 'ELIMINATION_REASONS', 'JUDGE_PROMPT',
-           'evolution_prompt', 'instruction_elimination', 'response_elimination', 'prune', 'simulate_pruning',
-           'parse_score', 'count_constraints', 'EvolInstructGenerator', 'pruning_comparison', 'difficulty_by_level',
-           'plot_difficulty', 'run_evol_instruct']
+__all__ = [
+    "TUTORIAL_EVOLUTION_PROMPTS",
+    "EVOLUTION_OPS",
+    "MARKERS",
+    "STOP_WORDS",
+    "ELIMINATION_REASONS",
+    "JUDGE_PROMPT",
+    "evolution_prompt",
+    "instruction_elimination",
+    "response_elimination",
+    "prune",
+    "simulate_pruning",
+    "parse_score",
+    "count_constraints",
+    "EvolInstructGenerator",
+    "pruning_comparison",
+    "difficulty_by_level",
+    "plot_difficulty",
+    "run_evol_instruct",
+]
 
 # %% ../nbs/10_evol_instruct.ipynb #068c1111
 TUTORIAL_EVOLUTION_PROMPTS = {  # the source tutorial's EvolInstructGenerator.evolution_prompts, verbatim
@@ -30,117 +49,244 @@ TUTORIAL_EVOLUTION_PROMPTS = {  # the source tutorial's EvolInstructGenerator.ev
 
 # %% ../nbs/10_evol_instruct.ipynb #4ccad5e9
 EVOLUTION_OPS = {  # name -> (direction, what the rewrite must do, a worked example); after Xu et al. 2023 (WizardLM), in the course's words
-    "add_constraints":    ("in-depth", "Add one more constraint or requirement.",
-                           ("Write a poem about the sea.", "Write a poem about the sea in exactly four lines, without using the word 'blue'.")),
-    "deepening":          ("in-depth", "Ask about the subject in more depth.",
-                           ("Why do leaves fall in autumn?", "Why do deciduous trees shed their leaves in autumn, and how does this help them survive the winter?")),
-    "concretizing":       ("in-depth", "Replace general ideas with specific, concrete ones.",
-                           ("Describe a city.", "Describe the old harbour district of Lisbon at sunrise.")),
-    "increase_reasoning": ("in-depth", "Make answering need several explicit steps of reasoning.",
-                           ("How many legs do three cats have?", "Three cats and two chickens share a yard. How many legs are there in total? Show each step of your count.")),
-    "complicate_input":   ("in-depth", "Give it concrete data to work on: a short text, a table, a list of numbers or code.",
-                           ("Sort the numbers.", "Sort the numbers 42, 7, 19, 3 and 88 from largest to smallest, then give their median.")),
-    "breadth":            ("in-breadth", "Write a brand new task in the same domain, about a rarer topic.",
-                           ("Write a poem about the sea.", "Write a short poem about the creatures living in a rocky tide pool.")),
+    "add_constraints": (
+        "in-depth",
+        "Add one more constraint or requirement.",
+        (
+            "Write a poem about the sea.",
+            "Write a poem about the sea in exactly four lines, without using the word 'blue'.",
+        ),
+    ),
+    "deepening": (
+        "in-depth",
+        "Ask about the subject in more depth.",
+        (
+            "Why do leaves fall in autumn?",
+            "Why do deciduous trees shed their leaves in autumn, and how does this help them survive the winter?",
+        ),
+    ),
+    "concretizing": (
+        "in-depth",
+        "Replace general ideas with specific, concrete ones.",
+        ("Describe a city.", "Describe the old harbour district of Lisbon at sunrise."),
+    ),
+    "increase_reasoning": (
+        "in-depth",
+        "Make answering need several explicit steps of reasoning.",
+        (
+            "How many legs do three cats have?",
+            "Three cats and two chickens share a yard. How many legs are there in total? Show each step of your count.",
+        ),
+    ),
+    "complicate_input": (
+        "in-depth",
+        "Give it concrete data to work on: a short text, a table, a list of numbers or code.",
+        ("Sort the numbers.", "Sort the numbers 42, 7, 19, 3 and 88 from largest to smallest, then give their median."),
+    ),
+    "breadth": (
+        "in-breadth",
+        "Write a brand new task in the same domain, about a rarer topic.",
+        ("Write a poem about the sea.", "Write a short poem about the creatures living in a rocky tide pool."),
+    ),
 }
+
 
 def evolution_prompt(op: str) -> str:
     "The few-shot prompt template (with `{instruction}`) for operation `op`; the model's reply is one line."
-    if op not in EVOLUTION_OPS: raise CourseError(f"unknown evolution type {op!r}; choose one of {list(EVOLUTION_OPS)}")
+    if op not in EVOLUTION_OPS:
+        raise CourseError(f"unknown evolution type {op!r}; choose one of {list(EVOLUTION_OPS)}")
     direction, what, (given, new) = EVOLUTION_OPS[op]
     tag = "#Created Prompt#:" if direction == "in-breadth" else "#Rewritten Prompt#:"
-    head = "Rewrite each task into a harder one. " if direction == "in-depth" else "Use each task as inspiration for a new one. "
+    head = (
+        "Rewrite each task into a harder one. "
+        if direction == "in-depth"
+        else "Use each task as inspiration for a new one. "
+    )
     return head + what + f"\n\n#Given Prompt#: {given}\n{tag} {new}\n\n#Given Prompt#: {{instruction}}\n{tag}"
 
+
 # %% ../nbs/10_evol_instruct.ipynb #4554248c
-MARKERS = ["#rewritten prompt#", "#given prompt#", "#created prompt#", "given prompt", "rewritten prompt", "created prompt", "#the given prompt#"]
-STOP_WORDS = set("""a an the and or but if then else of to in on at by for with about against between into through during before after above below from up down out off over under
+MARKERS = [
+    "#rewritten prompt#",
+    "#given prompt#",
+    "#created prompt#",
+    "given prompt",
+    "rewritten prompt",
+    "created prompt",
+    "#the given prompt#",
+]
+STOP_WORDS = set(
+    """a an the and or but if then else of to in on at by for with about against between into through during before after above below from up down out off over under
 again further once here there when where why how all any both each few more most other some such no nor not only own same so than too very s t can will just don should now
 i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her hers herself it its itself they them their theirs themselves what which who whom
-this that these those am is are was were be been being have has had having do does did doing would could ought yes ok okay""".split())
-_SORRY = re.compile(r"\b(sorry|apologi[sz]e|apologies|i cannot|i can't|i can not|i am unable|i'm unable|as an ai)\b", re.IGNORECASE)
+this that these those am is are was were be been being have has had having do does did doing would could ought yes ok okay""".split()
+)
+_SORRY = re.compile(
+    r"\b(sorry|apologi[sz]e|apologies|i cannot|i can't|i can not|i am unable|i'm unable|as an ai)\b", re.IGNORECASE
+)
 ELIMINATION_REASONS = ["truncated", "empty", "copied_markers", "no_information_gain", "sorry", "stopwords_only"]
+
 
 def instruction_elimination(parent: str, evolved: str, finish_reason: str = "stop", near: float = 0.9) -> str | None:
     "The first instruction-level reason an evolution failed, or None."
-    if finish_reason == "length": return "truncated"
-    if not evolved.strip() or not UnicodeTokenizer().tokenize(evolved): return "empty"
+    if finish_reason == "length":
+        return "truncated"
+    if not evolved.strip() or not UnicodeTokenizer().tokenize(evolved):
+        return "empty"
     low = " ".join(evolved.lower().split())
-    if any(m in low for m in MARKERS): return "copied_markers"
-    if rouge_l(parent, evolved) >= near: return "no_information_gain"
+    if any(m in low for m in MARKERS):
+        return "copied_markers"
+    if rouge_l(parent, evolved) >= near:
+        return "no_information_gain"
     return None
+
 
 def response_elimination(response: str) -> str | None:
     "The first response-level reason an evolution failed (apology, stop words only), or None."
-    if _SORRY.search(response) and len(response.split()) < 80: return "sorry"
-    if all(w in STOP_WORDS for w in UnicodeTokenizer().tokenize(response)): return "stopwords_only"
+    if _SORRY.search(response) and len(response.split()) < 80:
+        return "sorry"
+    if all(w in STOP_WORDS for w in UnicodeTokenizer().tokenize(response)):
+        return "stopwords_only"
     return None
+
 
 # %% ../nbs/10_evol_instruct.ipynb #b7afb625
 def prune(candidates: list, factor: int, strategy: str, rng: random.Random) -> list:
     "Keep at most `factor` candidates: 'first' = the tutorial's `next_level[:factor]`; 'sample' = a seeded random sample."
-    if strategy == "first": return candidates[:factor]
-    if strategy == "sample": return rng.sample(candidates, min(factor, len(candidates)))
+    if strategy == "first":
+        return candidates[:factor]
+    if strategy == "sample":
+        return rng.sample(candidates, min(factor, len(candidates)))
     raise CourseError(f"unknown pruning strategy {strategy!r}; use 'sample' (unbiased) or 'first' (the tutorial's)")
 
-def simulate_pruning(n_seeds: int = 50, rounds: int = 3, factor: int = 2, strategy: str = "sample", ops=None, seed: int = 0) -> Counter:
+
+def simulate_pruning(
+    n_seeds: int = 50, rounds: int = 3, factor: int = 2, strategy: str = "sample", ops=None, seed: int = 0
+) -> Counter:
     "Operation types of the instructions chosen to evolve further, when every evolution succeeds."
-    ops = list(ops or EVOLUTION_OPS); rng = random.Random(seed); chosen = Counter()
+    ops = list(ops or EVOLUTION_OPS)
+    rng = random.Random(seed)
+    chosen = Counter()
     for s in range(n_seeds):
         current = [("seed", s)]
         for _ in range(rounds):
             nxt = [(op, parent) for parent in current for op in ops]
-            current = prune(nxt, factor, strategy, rng); chosen.update(op for op, _ in current)
+            current = prune(nxt, factor, strategy, rng)
+            chosen.update(op for op, _ in current)
     return chosen
 
+
 # %% ../nbs/10_evol_instruct.ipynb #d828ab73
-JUDGE_PROMPT = ("Rate how difficult each task is, from 1 (very easy) to 10 (very hard).\n\n"   # three anchors, then the task
-                "Task: Name a colour.\nDifficulty: 1\n\n"
-                "Task: Prove that the square root of 2 is irrational, explaining every step.\nDifficulty: 8\n\n"
-                "Task: Write a four-line poem about rain that rhymes.\nDifficulty: 4\n\n"
-                "Task: {instruction}\nDifficulty:")
-_SCORE_RE = re.compile(r"^\s*(?:(?:difficulty|score|rating)\s*:?\s*)?(-?\d+)(?:\s*/\s*10)?(?=\s*$|\s*[,;!]|\s+\w|\.\s*$|\s*\()", re.IGNORECASE)
+JUDGE_PROMPT = (
+    "Rate how difficult each task is, from 1 (very easy) to 10 (very hard).\n\n"  # three anchors, then the task
+    "Task: Name a colour.\nDifficulty: 1\n\n"
+    "Task: Prove that the square root of 2 is irrational, explaining every step.\nDifficulty: 8\n\n"
+    "Task: Write a four-line poem about rain that rhymes.\nDifficulty: 4\n\n"
+    "Task: {instruction}\nDifficulty:"
+)
+_SCORE_RE = re.compile(
+    r"^\s*(?:(?:difficulty|score|rating)\s*:?\s*)?(-?\d+)(?:\s*/\s*10)?(?=\s*$|\s*[,;!]|\s+\w|\.\s*$|\s*\()",
+    re.IGNORECASE,
+)
+
 
 def parse_score(reply: str) -> int | None:
     "The score the reply starts with, if it is an integer 1..10; else None (unparseable: counted, never guessed). '1. Table' is a list, not a score."
     m = _SCORE_RE.match(reply or "")
-    if not m: return None
-    v = int(m.group(1)); return v if 1 <= v <= 10 else None
+    if not m:
+        return None
+    v = int(m.group(1))
+    return v if 1 <= v <= 10 else None
 
-_CUES = [r"\bmust\b", r"\bshould\b", r"\bat (?:least|most)\b", r"\b(?:no|not) (?:more|less|fewer) than\b", r"\bexactly\b", r"\bwithout\b", r"\bonly\b",
-         r"\b(?:do not|don't|avoid)\b", r"\b(?:ensure|make sure)\b", r"\binclud(?:e|es|ing)\b", r"\bwithin\b", r"\bunder \d+", r"\beach\b",
-         r"\bevery\b", r"\busing\b", r"\bwhile\b", r"\bbut\b", r"\b(?:also|additionally)\b", r"\b\d+\b"]
+
+_CUES = [
+    r"\bmust\b",
+    r"\bshould\b",
+    r"\bat (?:least|most)\b",
+    r"\b(?:no|not) (?:more|less|fewer) than\b",
+    r"\bexactly\b",
+    r"\bwithout\b",
+    r"\bonly\b",
+    r"\b(?:do not|don't|avoid)\b",
+    r"\b(?:ensure|make sure)\b",
+    r"\binclud(?:e|es|ing)\b",
+    r"\bwithin\b",
+    r"\bunder \d+",
+    r"\beach\b",
+    r"\bevery\b",
+    r"\busing\b",
+    r"\bwhile\b",
+    r"\bbut\b",
+    r"\b(?:also|additionally)\b",
+    r"\b\d+\b",
+]
 _CUE_RE = re.compile("|".join(_CUES), re.IGNORECASE)
+
 
 def count_constraints(text: str) -> int:
     "A rough count of explicit constraints: cue words (must, at least, exactly, without, only, include, each, ...) and numbers."
     return len(_CUE_RE.findall(text))
 
+
 class EvolInstructGenerator:
     "Evol-Instruct with a real LM: in-depth and in-breadth evolution, elimination with reasons, levels, unbiased pruning."
-    def __init__(self, model, tokenizer, ops=None, evolution_tokens: int = 64, response_tokens: int = 96, batch_size: int = 16,
-                 temperature: float = 0.7, top_p: float = 0.9, seed: int = 0, progress: bool = True):
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        ops=None,
+        evolution_tokens: int = 64,
+        response_tokens: int = 96,
+        batch_size: int = 16,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        seed: int = 0,
+        progress: bool = True,
+    ):
         ops = list(ops or EVOLUTION_OPS)
-        for op in ops: evolution_prompt(op)  # validates the names
+        for op in ops:
+            evolution_prompt(op)  # validates the names
         self.evolution_prompts = {op: evolution_prompt(op) for op in ops}
         self.model, self.tokenizer, self.seed, self.progress = model, tokenizer, seed, progress
         self.evolution_tokens, self.response_tokens = evolution_tokens, response_tokens
-        self.gen = TextGenerator(model, tokenizer, batch_size=batch_size, temperature=temperature, top_p=top_p, chat=True, progress=False, seed=seed) if model is not None else None
-        if self.gen is not None and not self.gen.has_chat_template: print("the generator has no chat template: evolution prompts are sent as plain text")
+        self.gen = (
+            TextGenerator(
+                model,
+                tokenizer,
+                batch_size=batch_size,
+                temperature=temperature,
+                top_p=top_p,
+                chat=True,
+                progress=False,
+                seed=seed,
+            )
+            if model is not None
+            else None
+        )
+        if self.gen is not None and not self.gen.has_chat_template:
+            print("the generator has no chat template: evolution prompts are sent as plain text")
         self.counts = Counter()
 
     @staticmethod
     def _clean(text: str) -> str:
         t = text.strip()
-        if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'": t = t[1:-1].strip()
+        if len(t) >= 2 and t[0] == t[-1] and t[0] in "\"'":
+            t = t[1:-1].strip()
         return t
 
     def evolve_many(self, pairs: list[tuple[str, str]], seed: int | None = None) -> list[dict]:
         "Evolve each (instruction, evolution_type) pair in one batched call; returns {'text', 'finish_reason'} per pair."
         for _, op in pairs:
-            if op not in self.evolution_prompts: raise CourseError(f"unknown evolution type {op!r}; this generator has {list(self.evolution_prompts)}")
-        outs = self.gen([self.evolution_prompts[op].format(instruction=" ".join(ins.split())) for ins, op in pairs], max_new_tokens=self.evolution_tokens,
-                        chat=False, stop=["\n"], seed=seed)
+            if op not in self.evolution_prompts:
+                raise CourseError(f"unknown evolution type {op!r}; this generator has {list(self.evolution_prompts)}")
+        outs = self.gen(
+            [self.evolution_prompts[op].format(instruction=" ".join(ins.split())) for ins, op in pairs],
+            max_new_tokens=self.evolution_tokens,
+            chat=False,
+            stop=["\n"],
+            seed=seed,
+        )
         return [{"text": self._clean(o["text"]), "finish_reason": o["finish_reason"]} for o in outs]
 
     def evolve(self, instruction: str, evolution_type: str) -> str:
@@ -153,121 +299,243 @@ class EvolInstructGenerator:
 
     def judge(self, instructions: list[str]) -> list[dict]:
         "Difficulty 1-10 from the generator model (greedy); {'score': int|None, 'reply': str}; None = unparseable."
-        outs = self.gen([JUDGE_PROMPT.format(instruction=" ".join(i.split())) for i in instructions], max_new_tokens=6, temperature=0.0, chat=False, stop=["\n"])
+        outs = self.gen(
+            [JUDGE_PROMPT.format(instruction=" ".join(i.split())) for i in instructions],
+            max_new_tokens=6,
+            temperature=0.0,
+            chat=False,
+            stop=["\n"],
+        )
         return [{"score": parse_score(o["text"]), "reply": o["text"]} for o in outs]
 
-    def generate_dataset(self, seed_instructions: list[str], num_evolutions: int = 3, evolution_factor: int = 2,
-                         ops_per_instruction: int | None = None, prune_strategy: str = "sample") -> list[dict]:
+    def generate_dataset(
+        self,
+        seed_instructions: list[str],
+        num_evolutions: int = 3,
+        evolution_factor: int = 2,
+        ops_per_instruction: int | None = None,
+        prune_strategy: str = "sample",
+    ) -> list[dict]:
         "Evolve every seed for `num_evolutions` rounds; returns all records (kept and eliminated), each with level, round, reason."
         if not seed_instructions or not all(isinstance(s, str) and s.strip() for s in seed_instructions):
             raise CourseError("seed_instructions must be a non-empty list of non-empty strings")
-        if num_evolutions < 1 or evolution_factor < 1: raise CourseError("num_evolutions and evolution_factor must be >= 1")
-        ops = list(self.evolution_prompts); k = ops_per_instruction or len(ops)
-        if not 1 <= k <= len(ops): raise CourseError(f"ops_per_instruction must be between 1 and {len(ops)}")
-        rng = random.Random(self.seed); self.counts = Counter(); records = []
+        if num_evolutions < 1 or evolution_factor < 1:
+            raise CourseError("num_evolutions and evolution_factor must be >= 1")
+        ops = list(self.evolution_prompts)
+        k = ops_per_instruction or len(ops)
+        if not 1 <= k <= len(ops):
+            raise CourseError(f"ops_per_instruction must be between 1 and {len(ops)}")
+        rng = random.Random(self.seed)
+        self.counts = Counter()
+        records = []
         current = {i: [{"instruction": s.strip(), "level": 0, "id": f"s{i}"}] for i, s in enumerate(seed_instructions)}
         for rnd in tqdm(range(num_evolutions), desc="evol rounds", disable=not self.progress):
-            jobs = [(sid, parent, op) for sid, cur in current.items() for parent in cur
-                    for op in (ops if k == len(ops) else rng.sample(ops, k))]
-            if not jobs: break
+            jobs = [
+                (sid, parent, op)
+                for sid, cur in current.items()
+                for parent in cur
+                for op in (ops if k == len(ops) else rng.sample(ops, k))
+            ]
+            if not jobs:
+                break
             evo = self.evolve_many([(p["instruction"], op) for _, p, op in jobs], seed=self.seed * 7919 + rnd)
             recs = []
             for j, ((sid, parent, op), e) in enumerate(zip(jobs, evo)):
-                recs.append({"id": f"r{rnd}-{j}", "seed_id": sid, "seed": seed_instructions[sid].strip(), "parent_id": parent["id"], "parent": parent["instruction"],
-                             "instruction": e["text"], "evolution_type": op, "direction": EVOLUTION_OPS[op][0], "level": parent["level"] + 1,
-                             "round": rnd + 1, "tutorial_level": rnd, "finish_reason": e["finish_reason"], "response": None, "response_finish": None,
-                             "reason": instruction_elimination(parent["instruction"], e["text"], e["finish_reason"]), "selected": False})
+                recs.append(
+                    {
+                        "id": f"r{rnd}-{j}",
+                        "seed_id": sid,
+                        "seed": seed_instructions[sid].strip(),
+                        "parent_id": parent["id"],
+                        "parent": parent["instruction"],
+                        "instruction": e["text"],
+                        "evolution_type": op,
+                        "direction": EVOLUTION_OPS[op][0],
+                        "level": parent["level"] + 1,
+                        "round": rnd + 1,
+                        "tutorial_level": rnd,
+                        "finish_reason": e["finish_reason"],
+                        "response": None,
+                        "response_finish": None,
+                        "reason": instruction_elimination(parent["instruction"], e["text"], e["finish_reason"]),
+                        "selected": False,
+                    }
+                )
             alive = [r for r in recs if r["reason"] is None]
-            for r, a in zip(alive, self.respond([r["instruction"] for r in alive], seed=self.seed * 7919 + rnd + 100_000)):
+            for r, a in zip(
+                alive, self.respond([r["instruction"] for r in alive], seed=self.seed * 7919 + rnd + 100_000)
+            ):
                 r["response"], r["response_finish"] = a["text"], a["finish_reason"]
                 r["reason"] = response_elimination(a["text"])
-            for r in recs: r["status"] = "eliminated" if r["reason"] else "kept"; self.counts[r["reason"] or "kept"] += 1
+            for r in recs:
+                r["status"] = "eliminated" if r["reason"] else "kept"
+                self.counts[r["reason"] or "kept"] += 1
             records += recs
             nxt = {}
             for sid, cur in current.items():
                 kids = [r for r in recs if r["seed_id"] == sid and r["status"] == "kept"]
-                returned = [p for p in cur if not any(r["parent_id"] == p["id"] for r in kids)]  # every evolution failed: back to the pool
+                returned = [
+                    p for p in cur if not any(r["parent_id"] == p["id"] for r in kids)
+                ]  # every evolution failed: back to the pool
                 self.counts["returned_to_pool"] += len(returned)
                 chosen = prune(kids + returned, evolution_factor, prune_strategy, rng)
                 for c in chosen:
-                    if "status" in c: c["selected"] = True
+                    if "status" in c:
+                        c["selected"] = True
                 nxt[sid] = chosen
             current = nxt
         return records
 
+
 # %% ../nbs/10_evol_instruct.ipynb #0db1a4df
 def pruning_comparison(records: list[dict], evolution_factor: int = 2, seed: int = 0) -> dict:
     "For the kept round-1 evolutions of each seed (in operation order), the operation types each pruning would send on."
-    rng = random.Random(seed); order = list(EVOLUTION_OPS); out = {"first": Counter(), "sample": Counter()}
+    rng = random.Random(seed)
+    order = list(EVOLUTION_OPS)
+    out = {"first": Counter(), "sample": Counter()}
     groups = defaultdict(list)
     for r in records:
-        if r["round"] == 1 and r["status"] == "kept": groups[r["seed_id"]].append(r)
+        if r["round"] == 1 and r["status"] == "kept":
+            groups[r["seed_id"]].append(r)
     for g in groups.values():
         g.sort(key=lambda r: order.index(r["evolution_type"]))
-        for s in ("first", "sample"): out[s].update(r["evolution_type"] for r in prune(g, evolution_factor, s, rng))
+        for s in ("first", "sample"):
+            out[s].update(r["evolution_type"] for r in prune(g, evolution_factor, s, rng))
     return {s: dict(c) for s, c in out.items()}
+
 
 # %% ../nbs/10_evol_instruct.ipynb #db44df9b
 def difficulty_by_level(records: list[dict], seed_instructions: list[str], judge=None) -> dict:
     "Per level (0 = seeds): n, lengths, constraint counts and judge scores (if `judge`: a callable list[str] -> list[{'score','reply'}])."
-    rows = [{"level": 0, "instruction": s} for s in seed_instructions] + [{"level": r["level"], "instruction": r["instruction"]} for r in records if r["status"] == "kept"]
-    if not rows: raise CourseError("difficulty_by_level needs seed instructions or kept records")
+    rows = [{"level": 0, "instruction": s} for s in seed_instructions] + [
+        {"level": r["level"], "instruction": r["instruction"]} for r in records if r["status"] == "kept"
+    ]
+    if not rows:
+        raise CourseError("difficulty_by_level needs seed instructions or kept records")
     scores = judge([r["instruction"] for r in rows]) if judge else [{"score": None, "reply": None}] * len(rows)
     out = {}
     for r, s in zip(rows, scores):
         d = out.setdefault(r["level"], {"n": 0, "length": [], "constraints": [], "judge": [], "unparseable": 0})
-        d["n"] += 1; d["length"].append(len(r["instruction"].split())); d["constraints"].append(count_constraints(r["instruction"]))
+        d["n"] += 1
+        d["length"].append(len(r["instruction"].split()))
+        d["constraints"].append(count_constraints(r["instruction"]))
         if judge:
-            if s["score"] is None: d["unparseable"] += 1
-            else: d["judge"].append(s["score"])
+            if s["score"] is None:
+                d["unparseable"] += 1
+            else:
+                d["judge"].append(s["score"])
     mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else None
-    for d in out.values(): d.update(mean_length=mean(d["length"]), mean_constraints=mean(d["constraints"]), mean_judge=mean(d["judge"]))
+    for d in out.values():
+        d.update(mean_length=mean(d["length"]), mean_constraints=mean(d["constraints"]), mean_judge=mean(d["judge"]))
     return dict(sorted(out.items()))
+
 
 def plot_difficulty(diff: dict, out_dir: str | Path | None = None) -> list[Path]:
     "Box plots of length, constraints and judge score by level."
-    import matplotlib; import matplotlib.pyplot as plt
-    levels = list(diff); fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
-    for a, key, title in zip(ax, ("length", "constraints", "judge"), ("length (words)", "constraints (cue count)", "judge score 1-10")):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    levels = list(diff)
+    fig, ax = plt.subplots(1, 3, figsize=(14, 3.6))
+    for a, key, title in zip(
+        ax, ("length", "constraints", "judge"), ("length (words)", "constraints (cue count)", "judge score 1-10")
+    ):
         data = [diff[l][key] for l in levels]
         if any(data):
-            a.boxplot([d if d else [float("nan")] for d in data]); a.set_xticks(range(1, len(levels) + 1), [str(l) for l in levels])
-        a.set_title(title); a.set_xlabel("level")
-    if any(diff[l]["unparseable"] for l in levels): ax[2].set_title("judge score 1-10 (unparseable: " + ", ".join(f"L{l}:{diff[l]['unparseable']}" for l in levels) + ")", fontsize=9)
-    fig.tight_layout(); paths = []
+            a.boxplot([d if d else [float("nan")] for d in data])
+            a.set_xticks(range(1, len(levels) + 1), [str(l) for l in levels])
+        a.set_title(title)
+        a.set_xlabel("level")
+    if any(diff[l]["unparseable"] for l in levels):
+        ax[2].set_title(
+            "judge score 1-10 (unparseable: " + ", ".join(f"L{l}:{diff[l]['unparseable']}" for l in levels) + ")",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    paths = []
     if out_dir:
-        out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True); fig.savefig(out_dir / "evol_difficulty.png", dpi=80); paths.append(out_dir / "evol_difficulty.png")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_dir / "evol_difficulty.png", dpi=80)
+        paths.append(out_dir / "evol_difficulty.png")
     plt.show() if matplotlib.get_backend().lower() != "agg" else None
     plt.close(fig)
     return paths
 
+
 # %% ../nbs/10_evol_instruct.ipynb #f605722c
-def run_evol_instruct(out_dir: str | Path, n_seeds: int = 50, rounds: int = 3, evolution_factor: int = 2, ops_per_instruction: int | None = 2,
-                      model: str = "smollm2", seed: int = 0, judge: bool = True, evolution_tokens: int = 64, response_tokens: int = 96,
-                      batch_size: int = 16, device: str = "cpu", progress: bool = True) -> dict:
+def run_evol_instruct(
+    out_dir: str | Path,
+    n_seeds: int = 50,
+    rounds: int = 3,
+    evolution_factor: int = 2,
+    ops_per_instruction: int | None = 2,
+    model: str = "smollm2",
+    seed: int = 0,
+    judge: bool = True,
+    evolution_tokens: int = 64,
+    response_tokens: int = 96,
+    batch_size: int = 16,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict:
     "Run Evol-Instruct on `n_seeds` course seeds; writes evolved.jsonl, report.json and evol_difficulty.png to `out_dir`; returns the report."
     import time
+
     from instruct_course.models import load_model, load_tokenizer
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    pool = [" ".join((s["instruction"] + (f" Input: {s['input']}" if s["input"] else "")).split()) for s in load_seed_tasks()]
-    if not 1 <= n_seeds <= len(pool): raise CourseError(f"n_seeds must be between 1 and {len(pool)} (the seed file's size)")
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pool = [
+        " ".join((s["instruction"] + (f" Input: {s['input']}" if s["input"] else "")).split())
+        for s in load_seed_tasks()
+    ]
+    if not 1 <= n_seeds <= len(pool):
+        raise CourseError(f"n_seeds must be between 1 and {len(pool)} (the seed file's size)")
     seeds = random.Random(seed).sample(pool, n_seeds)
     m, tok = load_model(model, device=device), load_tokenizer(model)
-    g = EvolInstructGenerator(m, tok, evolution_tokens=evolution_tokens, response_tokens=response_tokens, batch_size=batch_size, seed=seed, progress=progress)
+    g = EvolInstructGenerator(
+        m,
+        tok,
+        evolution_tokens=evolution_tokens,
+        response_tokens=response_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        progress=progress,
+    )
     t0 = time.perf_counter()
-    recs = g.generate_dataset(seeds, num_evolutions=rounds, evolution_factor=evolution_factor, ops_per_instruction=ops_per_instruction)
+    recs = g.generate_dataset(
+        seeds, num_evolutions=rounds, evolution_factor=evolution_factor, ops_per_instruction=ops_per_instruction
+    )
     write_jsonl(recs, out_dir / "evolved.jsonl")
     diff = difficulty_by_level(recs, seeds, judge=g.judge if judge else None)
     plot_difficulty(diff, out_dir)
     kept = [r for r in recs if r["status"] == "kept"]
-    rep = {"model": str(model), "seed": seed, "n_seeds": n_seeds, "rounds": rounds, "evolution_factor": evolution_factor, "ops_per_instruction": ops_per_instruction,
-           "records": len(recs), "kept": len(kept), "kept_rate": round(len(kept) / max(1, len(recs)), 4),
-           "counts": dict(g.counts), "eliminated_by_reason": {k: g.counts.get(k, 0) for k in ELIMINATION_REASONS},
-           "kept_by_level": dict(Counter(r["level"] for r in kept)), "kept_by_type": dict(Counter(r["evolution_type"] for r in kept)),
-           "selected_by_type": dict(Counter(r["evolution_type"] for r in recs if r["selected"])),
-           "difficulty": {l: {k: d[k] for k in ("n", "mean_length", "mean_constraints", "mean_judge", "unparseable")} for l, d in diff.items()},
-           "pruning_comparison_round1": pruning_comparison(recs, evolution_factor, seed),
-           "simulated_pruning": {s: dict(simulate_pruning(n_seeds, rounds, evolution_factor, s, seed=seed)) for s in ("first", "sample")},
-           "seconds": round(time.perf_counter() - t0, 1), "generation": g.gen.stats}
+    rep = {
+        "model": str(model),
+        "seed": seed,
+        "n_seeds": n_seeds,
+        "rounds": rounds,
+        "evolution_factor": evolution_factor,
+        "ops_per_instruction": ops_per_instruction,
+        "records": len(recs),
+        "kept": len(kept),
+        "kept_rate": round(len(kept) / max(1, len(recs)), 4),
+        "counts": dict(g.counts),
+        "eliminated_by_reason": {k: g.counts.get(k, 0) for k in ELIMINATION_REASONS},
+        "kept_by_level": dict(Counter(r["level"] for r in kept)),
+        "kept_by_type": dict(Counter(r["evolution_type"] for r in kept)),
+        "selected_by_type": dict(Counter(r["evolution_type"] for r in recs if r["selected"])),
+        "difficulty": {
+            l: {k: d[k] for k in ("n", "mean_length", "mean_constraints", "mean_judge", "unparseable")}
+            for l, d in diff.items()
+        },
+        "pruning_comparison_round1": pruning_comparison(recs, evolution_factor, seed),
+        "simulated_pruning": {
+            s: dict(simulate_pruning(n_seeds, rounds, evolution_factor, s, seed=seed)) for s in ("first", "sample")
+        },
+        "seconds": round(time.perf_counter() - t0, 1),
+        "generation": g.gen.stats,
+    }
     save_json(rep, out_dir / "report.json")
     return rep

@@ -4,15 +4,33 @@
 
 # %% ../nbs/04_flan.ipynb #59fabe87
 from __future__ import annotations
-import random, string
+
+import random
+import string
 from collections import Counter
+
 from .core import CourseError
 from .world import FAMILIES, Template, get_family, instance_text
 
 # %% auto #0
-__all__ = ['flan_task_templates', 'FLAN_TEMPLATES_PROVENANCE', 'TUTORIAL_TEMPLATE_IN_WORLD', 'template_table', 'template_fields',
-           'render_flan', 'format_options', 'all_renderings', 'record_identity', 'flan_text', 'format_zero_shot',
-           'format_few_shot', 'mixing_weights', 'Mixture', 'mix_tasks', 'check_no_leak']
+__all__ = [
+    "flan_task_templates",
+    "FLAN_TEMPLATES_PROVENANCE",
+    "TUTORIAL_TEMPLATE_IN_WORLD",
+    "template_table",
+    "template_fields",
+    "render_flan",
+    "format_options",
+    "all_renderings",
+    "record_identity",
+    "flan_text",
+    "format_zero_shot",
+    "format_few_shot",
+    "mixing_weights",
+    "Mixture",
+    "mix_tasks",
+    "check_no_leak",
+]
 
 # %% ../nbs/04_flan.ipynb #898c72d5
 # Source: the course's source tutorial, section "FLAN Task Formats", `flan_task_templates` (verbatim).
@@ -22,179 +40,283 @@ flan_task_templates = {
     "question_answering": "Based on the following passage, answer the question.\nPassage: {passage}\nQuestion: {input}\nAnswer:",
     "translation": "Translate the following sentence to French: {input}\nTranslation:",
     "classification": "Classify the following text into one of these categories: {labels}\nText: {input}\nCategory:",
-    "reasoning": "Answer the following question step by step.\nQuestion: {input}\nSolution:"
+    "reasoning": "Answer the following question step by step.\nQuestion: {input}\nSolution:",
 }
-FLAN_TEMPLATES_PROVENANCE = ("source tutorial 'Instruction Tuning', section 'FLAN Task Formats', dict `flan_task_templates`; "
-                             "in the style of Wei et al. (2022), Appendix templates")
+FLAN_TEMPLATES_PROVENANCE = (
+    "source tutorial 'Instruction Tuning', section 'FLAN Task Formats', dict `flan_task_templates`; "
+    "in the style of Wei et al. (2022), Appendix templates"
+)
 
 # Where each tutorial template lives in the world: (family, template id, the world's name for the tutorial's `{input}`).
-TUTORIAL_TEMPLATE_IN_WORLD = {"sentiment": ("sentiment", "sent_flan", "text"), "summarization": ("summarize", "sum_flan", "text"),
-                              "question_answering": ("qa", "qa_flan", "question"), "translation": ("translate", "tr_flan", "text"),
-                              "classification": ("topic", "topic_flan", "text"), "reasoning": ("word_problem", "wp_flan", "text")}
+TUTORIAL_TEMPLATE_IN_WORLD = {
+    "sentiment": ("sentiment", "sent_flan", "text"),
+    "summarization": ("summarize", "sum_flan", "text"),
+    "question_answering": ("qa", "qa_flan", "question"),
+    "translation": ("translate", "tr_flan", "text"),
+    "classification": ("topic", "topic_flan", "text"),
+    "reasoning": ("word_problem", "wp_flan", "text"),
+}
+
 
 # %% ../nbs/04_flan.ipynb #a1e3db60
 def _world_text(t: Template) -> str:
     "A world template as one FLAN-style string: the instruction, then the input on the next line."
     return t.instruction + ("\n" + t.input if t.input else "")
 
+
 def _world_templates() -> dict[str, tuple[str, Template, bool]]:
-    return {t.id: (f.name, t, held) for f in FAMILIES.values()
-            for held, ts in ((False, f.templates), (True, f.heldout_templates)) for t in ts}
+    return {
+        t.id: (f.name, t, held)
+        for f in FAMILIES.values()
+        for held, ts in ((False, f.templates), (True, f.heldout_templates))
+        for t in ts
+    }
+
 
 def template_table() -> list[dict]:
     "Every template the course knows: the tutorial's six and the world's, one row each (name, task, heldout, source, text)."
     rows = [dict(name=k, task=k, heldout=False, source="tutorial", text=v) for k, v in flan_task_templates.items()]
-    rows += [dict(name=tid, task=fam, heldout=held, source="world", text=_world_text(t)) for tid, (fam, t, held) in _world_templates().items()]
+    rows += [
+        dict(name=tid, task=fam, heldout=held, source="world", text=_world_text(t))
+        for tid, (fam, t, held) in _world_templates().items()
+    ]
     return rows
+
 
 def template_fields(template: str) -> list[str]:
     "The `{field}` names a template string needs, in order of first use."
-    try: names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as e: raise CourseError(f"template {template[:40]!r} is not a valid format string ({e}); double literal braces as {{{{ }}}}") from None
+    try:
+        names = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as e:
+        raise CourseError(
+            f"template {template[:40]!r} is not a valid format string ({e}); double literal braces as {{{{ }}}}"
+        ) from None
     for f in names:
-        if not f.isidentifier(): raise CourseError(f"template {template[:40]!r} has field {{{f}}}: fields must be plain names like {{input}}")
+        if not f.isidentifier():
+            raise CourseError(
+                f"template {template[:40]!r} has field {{{f}}}: fields must be plain names like {{input}}"
+            )
     return list(dict.fromkeys(names))
 
+
 def _resolve(template) -> tuple[str, str]:
-    if isinstance(template, Template): return template.id, _world_text(template)
-    if not isinstance(template, str): raise CourseError(f"template must be a name or a format string, got {type(template).__name__}")
-    if template in flan_task_templates: return template, flan_task_templates[template]
+    if isinstance(template, Template):
+        return template.id, _world_text(template)
+    if not isinstance(template, str):
+        raise CourseError(f"template must be a name or a format string, got {type(template).__name__}")
+    if template in flan_task_templates:
+        return template, flan_task_templates[template]
     world = _world_templates()
-    if template in world: return template, _world_text(world[template][1])
-    if "{" in template: return repr(template[:40]), template
-    raise CourseError(f"unknown template {template!r}; use a tutorial task {sorted(flan_task_templates)}, "
-                      f"a world template id (see template_table()), or a format string with {{fields}}")
+    if template in world:
+        return template, _world_text(world[template][1])
+    if "{" in template:
+        return repr(template[:40]), template
+    raise CourseError(
+        f"unknown template {template!r}; use a tutorial task {sorted(flan_task_templates)}, "
+        f"a world template id (see template_table()), or a format string with {{fields}}"
+    )
+
 
 def render_flan(template, **fields) -> str:
     "Fill `template` (a tutorial task name, a world template id, a `Template` or a format string) with `fields`."
     name, text = _resolve(template)
     for f in template_fields(text):
         if f not in fields:
-            raise CourseError(f"template {name} needs field {f!r}, which is missing; got {sorted(fields)}. Pass {f}=... to render_flan")
+            raise CourseError(
+                f"template {name} needs field {f!r}, which is missing; got {sorted(fields)}. Pass {f}=... to render_flan"
+            )
         if not isinstance(fields[f], (str, int, float)):
-            raise CourseError(f"template {name}: field {f!r} must be a string or a number, got {type(fields[f]).__name__}"
-                              + ("; format a list of options with format_options() first" if isinstance(fields[f], (list, tuple)) else ""))
+            raise CourseError(
+                f"template {name}: field {f!r} must be a string or a number, got {type(fields[f]).__name__}"
+                + (
+                    "; format a list of options with format_options() first"
+                    if isinstance(fields[f], (list, tuple))
+                    else ""
+                )
+            )
     return text.format(**fields)
+
 
 # %% ../nbs/04_flan.ipynb #87a0bcff
 def format_options(options) -> str:
     "FLAN's options block: 'OPTIONS:' then one '- option' per line."
     if isinstance(options, str) or not hasattr(options, "__iter__"):
-        raise CourseError(f"options must be a list of strings, got {type(options).__name__} {str(options)[:40]!r}; e.g. ['positive', 'negative']")
+        raise CourseError(
+            f"options must be a list of strings, got {type(options).__name__} {str(options)[:40]!r}; e.g. ['positive', 'negative']"
+        )
     opts = list(options)
-    if len(opts) < 2: raise CourseError(f"options needs at least 2 choices, got {opts}")
+    if len(opts) < 2:
+        raise CourseError(f"options needs at least 2 choices, got {opts}")
     for i, o in enumerate(opts):
         if not isinstance(o, str) or not o.strip() or "\n" in o:
             raise CourseError(f"options[{i}] = {o!r}: each option must be a non-empty, single-line string")
     dup = [o for o, c in Counter(opts).items() if c > 1]
-    if dup: raise CourseError(f"options has duplicates {dup}; each choice must appear once")
+    if dup:
+        raise CourseError(f"options has duplicates {dup}; each choice must appear once")
     return "OPTIONS:\n" + "\n".join(f"- {o}" for o in opts)
+
 
 # %% ../nbs/04_flan.ipynb #fec6d212
 def all_renderings(family: str, inst: dict) -> list[dict]:
     "One instance under each template of its family (training templates first, then held-out ones)."
     fam = get_family(family)
-    return [dict(template_id=t.id, heldout=t in fam.heldout_templates, prompt=render_flan(t, **inst), response=inst["response"])
-            for t in fam.templates + fam.heldout_templates]
+    return [
+        dict(
+            template_id=t.id,
+            heldout=t in fam.heldout_templates,
+            prompt=render_flan(t, **inst),
+            response=inst["response"],
+        )
+        for t in fam.templates + fam.heldout_templates
+    ]
+
 
 # %% ../nbs/04_flan.ipynb #56fea6d4
 _REQUIRED = ("instruction", "input", "response")
 
+
 def _check_record(rec, what: str) -> None:
-    if not isinstance(rec, dict): raise CourseError(f"{what} must be a dict record, got {type(rec).__name__}")
+    if not isinstance(rec, dict):
+        raise CourseError(f"{what} must be a dict record, got {type(rec).__name__}")
     for f in _REQUIRED:
-        if f not in rec: raise CourseError(f"{what} is missing field {f!r} (a record needs {list(_REQUIRED)}); got {sorted(rec)}")
-        if not isinstance(rec[f], str): raise CourseError(f"{what} field {f!r} must be a string, got {type(rec[f]).__name__}")
+        if f not in rec:
+            raise CourseError(f"{what} is missing field {f!r} (a record needs {list(_REQUIRED)}); got {sorted(rec)}")
+        if not isinstance(rec[f], str):
+            raise CourseError(f"{what} field {f!r} must be a string, got {type(rec[f]).__name__}")
+
 
 def record_identity(rec: dict) -> str:
     "The instance behind a record, the same under every template (world records); else its instruction and input."
     if rec.get("task") in FAMILIES and rec.get("template_id"):
-        try: return instance_text(rec)
-        except CourseError: pass
+        try:
+            return instance_text(rec)
+        except CourseError:
+            pass
     return f"{rec.get('task', '')}|{' '.join(rec['instruction'].split())}\x00{' '.join(rec['input'].split())}"
+
 
 def flan_text(rec: dict) -> str:
     "A record as one FLAN-style text: the instruction, then the input on the next line (if any)."
     return rec["instruction"] + ("\n" + rec["input"] if rec["input"] else "")
 
+
 def format_zero_shot(record: dict, cue: str = "Answer:") -> dict:
     "A zero-shot prompt for `record`: its text, then the answer cue. Returns prompt, response, task, template_id, n_shots, exemplars."
     _check_record(record, "record")
-    return dict(prompt=f"{flan_text(record)}\n{cue}", response=record["response"], task=record.get("task"),
-                template_id=record.get("template_id"), n_shots=0, exemplars=[])
+    return dict(
+        prompt=f"{flan_text(record)}\n{cue}",
+        response=record["response"],
+        task=record.get("task"),
+        template_id=record.get("template_id"),
+        n_shots=0,
+        exemplars=[],
+    )
+
 
 def format_few_shot(record: dict, pool: list[dict], k: int = 3, seed: int = 0, cue: str = "Answer:") -> dict:
     "`k` exemplars of the record's task drawn from `pool` (never the query's instance), then the query; deterministic in `seed`."
     _check_record(record, "record")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0: raise CourseError(f"k must be an integer >= 0, got {k!r}")
-    if not isinstance(pool, (list, tuple)): raise CourseError(f"pool must be a list of records, got {type(pool).__name__}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise CourseError(f"k must be an integer >= 0, got {k!r}")
+    if not isinstance(pool, (list, tuple)):
+        raise CourseError(f"pool must be a list of records, got {type(pool).__name__}")
     qid, task = record_identity(record), record.get("task")
     cands, seen = [], {qid}
     for i, ex in enumerate(pool):
         _check_record(ex, f"pool[{i}]")
-        if task is not None and ex.get("task") != task: continue
+        if task is not None and ex.get("task") != task:
+            continue
         eid = record_identity(ex)
-        if eid in seen: continue  # the query's own instance, or an instance already a candidate under another template
-        seen.add(eid); cands.append((eid, ex))
+        if eid in seen:
+            continue  # the query's own instance, or an instance already a candidate under another template
+        seen.add(eid)
+        cands.append((eid, ex))
     if len(cands) < k:
-        raise CourseError(f"format_few_shot: pool has {len(cands)} usable exemplars of task {task!r} (other than the query), "
-                          f"but k={k}; lower k or pass a larger pool of {task!r} training records")
+        raise CourseError(
+            f"format_few_shot: pool has {len(cands)} usable exemplars of task {task!r} (other than the query), "
+            f"but k={k}; lower k or pass a larger pool of {task!r} training records"
+        )
     chosen = random.Random(f"{seed}|{qid}").sample(cands, k)
     blocks = [f"{flan_text(ex)}\n{cue} {ex['response']}" for _, ex in chosen]
     zs = format_zero_shot(record, cue)
     return {**zs, "prompt": "\n\n".join(blocks + [zs["prompt"]]), "n_shots": k, "exemplars": [eid for eid, _ in chosen]}
 
+
 # %% ../nbs/04_flan.ipynb #319cce82
 def _check_sizes(sizes) -> None:
-    if not isinstance(sizes, dict) or not sizes: raise CourseError(f"sizes must be a non-empty dict task -> number of examples, got {sizes!r}")
+    if not isinstance(sizes, dict) or not sizes:
+        raise CourseError(f"sizes must be a non-empty dict task -> number of examples, got {sizes!r}")
     for t, n in sizes.items():
         if not isinstance(n, int) or isinstance(n, bool) or n < 0:
             raise CourseError(f"sizes[{t!r}] = {n!r}: a task size must be an integer >= 0")
-    if not any(sizes.values()): raise CourseError(f"every task in sizes has 0 examples: {sizes}; nothing to mix")
+    if not any(sizes.values()):
+        raise CourseError(f"every task in sizes has 0 examples: {sizes}; nothing to mix")
+
 
 def _check_cap(cap) -> None:
     if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
         raise CourseError(f"cap must be a positive integer (FLAN used 3000) or None for no cap, got {cap!r}")
 
+
 def mixing_weights(sizes: dict[str, int], cap: int | None = 3000) -> dict[str, float]:
     "Examples-proportional mixing rates with a per-task cap: w_i = min(n_i, cap) / sum_j min(n_j, cap). `cap=None`: no cap."
-    _check_sizes(sizes); _check_cap(cap)
+    _check_sizes(sizes)
+    _check_cap(cap)
     capped = {t: n if cap is None else min(n, cap) for t, n in sizes.items()}
     total = sum(capped.values())
     return {t: c / total for t, c in capped.items()}
 
+
 # %% ../nbs/04_flan.ipynb #f7cb219f
 class Mixture(list):
     "A list of records plus how it was drawn: `sizes`, `weights`, `counts`, `repeats` per task."
+
     def __init__(self, records, sizes, weights, counts, repeats, cap):
-        super().__init__(records); self.sizes, self.weights, self.counts, self.repeats, self.cap = sizes, weights, counts, repeats, cap
+        super().__init__(records)
+        self.sizes, self.weights, self.counts, self.repeats, self.cap = sizes, weights, counts, repeats, cap
+
     def report(self) -> str:
         "One line per task: size, capped size, weight, count drawn, records repeated."
         lines = [f"{'task':<16}{'size':>8}{'capped':>8}{'weight':>8}{'count':>7}{'repeated':>9}"]
         for t in self.sizes:
             c = self.sizes[t] if self.cap is None else min(self.sizes[t], self.cap)
-            lines.append(f"{t:<16}{self.sizes[t]:>8}{c:>8}{self.weights[t]:>8.3f}{self.counts[t]:>7}{self.repeats[t]:>9}")
-        return "\n".join(lines + [f"{'total':<16}{sum(self.sizes.values()):>8}{'':>16}{len(self):>7}{sum(self.repeats.values()):>9}"])
+            lines.append(
+                f"{t:<16}{self.sizes[t]:>8}{c:>8}{self.weights[t]:>8.3f}{self.counts[t]:>7}{self.repeats[t]:>9}"
+            )
+        return "\n".join(
+            lines + [f"{'total':<16}{sum(self.sizes.values()):>8}{'':>16}{len(self):>7}{sum(self.repeats.values()):>9}"]
+        )
+
 
 def _exact_counts(capped: dict[str, int], n: int) -> dict[str, int]:
     "Largest remainder: floor(n * c_i / S), leftovers to the largest remainders (ties: order of the dict). Integer arithmetic."
-    total = sum(capped.values()); q = {t: divmod(n * c, total) for t, c in capped.items()}
+    total = sum(capped.values())
+    q = {t: divmod(n * c, total) for t, c in capped.items()}
     counts = {t: a for t, (a, _) in q.items()}
     order = sorted(capped, key=lambda t: -q[t][1])  # stable sort keeps dict order for ties
-    for t in order[: n - sum(counts.values())]: counts[t] += 1
+    for t in order[: n - sum(counts.values())]:
+        counts[t] += 1
     return counts
 
-def mix_tasks(datasets: dict[str, list[dict]], n: int, cap: int | None = 3000, seed: int = 0, heldout_families=None) -> Mixture:
+
+def mix_tasks(
+    datasets: dict[str, list[dict]], n: int, cap: int | None = 3000, seed: int = 0, heldout_families=None
+) -> Mixture:
     "A shuffled mixture of `n` records drawn by capped examples-proportional weights; deterministic in `seed`."
-    if not isinstance(datasets, dict) or not datasets: raise CourseError("datasets must be a non-empty dict task -> list of records")
+    if not isinstance(datasets, dict) or not datasets:
+        raise CourseError("datasets must be a non-empty dict task -> list of records")
     for t, recs in datasets.items():
-        if not isinstance(recs, (list, tuple)): raise CourseError(f"datasets[{t!r}] must be a list of records, got {type(recs).__name__}")
+        if not isinstance(recs, (list, tuple)):
+            raise CourseError(f"datasets[{t!r}] must be a list of records, got {type(recs).__name__}")
         for i, r in enumerate(recs):
-            if not isinstance(r, dict): raise CourseError(f"datasets[{t!r}][{i}] must be a dict record, got {type(r).__name__}")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1: raise CourseError(f"n (mixture size) must be a positive integer, got {n!r}")
+            if not isinstance(r, dict):
+                raise CourseError(f"datasets[{t!r}][{i}] must be a dict record, got {type(r).__name__}")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise CourseError(f"n (mixture size) must be a positive integer, got {n!r}")
     if heldout_families is not None:
         bad = sorted(set(datasets) & set(_family_set(heldout_families)))
-        if bad: raise CourseError(f"datasets {bad} are held-out families; remove them from the training mixture")
+        if bad:
+            raise CourseError(f"datasets {bad} are held-out families; remove them from the training mixture")
     sizes = {t: len(r) for t, r in datasets.items()}
     weights = mixing_weights(sizes, cap)
     counts = _exact_counts({t: s if cap is None else min(s, cap) for t, s in sizes.items()}, n)
@@ -203,34 +325,54 @@ def mix_tasks(datasets: dict[str, list[dict]], n: int, cap: int | None = 3000, s
         rng = random.Random(f"{seed}|{t}")
         idx: list[int] = []
         while len(idx) < counts[t]:  # whole shuffled passes; a second pass only if the task is too small
-            p = list(range(len(recs))); rng.shuffle(p); idx += p
-        idx = idx[: counts[t]]; repeats[t] = len(idx) - len(set(idx))
+            p = list(range(len(recs)))
+            rng.shuffle(p)
+            idx += p
+        idx = idx[: counts[t]]
+        repeats[t] = len(idx) - len(set(idx))
         out += [dict(recs[i]) if "task" in recs[i] else {**recs[i], "task": t} for i in idx]
     random.Random(f"{seed}|mix").shuffle(out)
-    if heldout_families is not None: check_no_leak(out, heldout_families)
+    if heldout_families is not None:
+        check_no_leak(out, heldout_families)
     return Mixture(out, sizes, weights, counts, repeats, cap)
+
 
 # %% ../nbs/04_flan.ipynb #8dfd763e
 def _family_set(heldout_families) -> set[str]:
     if isinstance(heldout_families, str) or not hasattr(heldout_families, "__iter__"):
-        raise CourseError(f"heldout_families must be a list of family names, e.g. ['antonym', 'compare'], got {heldout_families!r}")
+        raise CourseError(
+            f"heldout_families must be a list of family names, e.g. ['antonym', 'compare'], got {heldout_families!r}"
+        )
     fams = set(heldout_families)
     for f in fams:
-        if not isinstance(f, str) or not f: raise CourseError(f"heldout_families contains {f!r}; each entry must be a family name")
+        if not isinstance(f, str) or not f:
+            raise CourseError(f"heldout_families contains {f!r}; each entry must be a family name")
     return fams
+
 
 def check_no_leak(train_records: list[dict], heldout_families, heldout_templates=()) -> int:
     "Raise CourseError if a training record belongs to a held-out family (or uses a held-out template id); returns the number checked."
     fams, tpls = _family_set(heldout_families), set(heldout_templates)
-    if not isinstance(train_records, (list, tuple)): raise CourseError(f"train_records must be a list of records, got {type(train_records).__name__}")
+    if not isinstance(train_records, (list, tuple)):
+        raise CourseError(f"train_records must be a list of records, got {type(train_records).__name__}")
     leaks = []
     for i, r in enumerate(train_records):
         if not isinstance(r, dict) or "task" not in r:
-            raise CourseError(f"train_records[{i}] has no 'task' field, so it cannot be checked for leaks; add task=<family name>")
-        if r["task"] in fams or r.get("template_id") in tpls: leaks.append(i)
+            raise CourseError(
+                f"train_records[{i}] has no 'task' field, so it cannot be checked for leaks; add task=<family name>"
+            )
+        if r["task"] in fams or r.get("template_id") in tpls:
+            leaks.append(i)
     if leaks:
-        i = leaks[0]; r = train_records[i]
-        why = f"task {r['task']!r} is a held-out family" if r["task"] in fams else f"template {r.get('template_id')!r} is held out"
-        raise CourseError(f"held-out data leaked into training: train_records[{i}] ({why}; instruction {r.get('instruction', '')[:50]!r}); "
-                          f"{len(leaks)} leaked record(s) in all. Remove them before training.")
+        i = leaks[0]
+        r = train_records[i]
+        why = (
+            f"task {r['task']!r} is a held-out family"
+            if r["task"] in fams
+            else f"template {r.get('template_id')!r} is held out"
+        )
+        raise CourseError(
+            f"held-out data leaked into training: train_records[{i}] ({why}; instruction {r.get('instruction', '')[:50]!r}); "
+            f"{len(leaks)} leaked record(s) in all. Remove them before training."
+        )
     return len(train_records)

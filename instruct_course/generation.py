@@ -4,86 +4,187 @@
 
 # %% ../nbs/09a_generation.ipynb #9302fba8
 from __future__ import annotations
-import time, platform
+
+import platform
+import time
+
 import torch
-from tqdm.auto import tqdm
-from .core import CourseError, seed_everything
-from .models import load_model, load_tokenizer, chat_prompt, generate
+
+from .core import CourseError
+from .models import chat_prompt, generate, load_model, load_tokenizer
 
 # %% auto #0
-__all__ = ['BENCH_PROMPTS', 'TextGenerator', 'bench_generate']
+__all__ = ["BENCH_PROMPTS", "TextGenerator", "bench_generate"]
+
 
 # %% ../nbs/09a_generation.ipynb #2a243cc7
 class TextGenerator:
     "Batched generation with defaults: `gen(prompts, **overrides)` -> list of {'text','finish_reason','new_tokens'}."
-    def __init__(self, model, tokenizer, max_new_tokens: int = 64, temperature: float = 0.7, top_p: float = 0.9,
-                 stop: list[str] | None = None, batch_size: int = 16, chat: bool = False, system: str | None = None,
-                 progress: bool = True, seed: int | None = 0):
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        max_new_tokens: int = 64,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        stop: list[str] | None = None,
+        batch_size: int = 16,
+        chat: bool = False,
+        system: str | None = None,
+        progress: bool = True,
+        seed: int | None = 0,
+    ):
         self.model, self.tokenizer = model, tokenizer
-        self.defaults = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop,
-                             batch_size=batch_size, chat=chat, system=system, progress=progress)
+        self.defaults = dict(
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            stop=stop,
+            batch_size=batch_size,
+            chat=chat,
+            system=system,
+            progress=progress,
+        )
         self.seed, self.calls = seed, 0
         self.stats = {"prompts": 0, "new_tokens": 0, "seconds": 0.0, "length": 0}
         self.has_chat_template = bool(getattr(tokenizer, "chat_template", None))
-        if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
         self._warned = False
 
     def format(self, prompt: str, chat: bool, system: str | None = None) -> str:
         "The exact text the model sees: the chat template around `prompt` when asked for and available, else `prompt`."
-        if chat and self.has_chat_template: return chat_prompt(self.tokenizer, prompt, system)
+        if chat and self.has_chat_template:
+            return chat_prompt(self.tokenizer, prompt, system)
         if chat and not self._warned:
-            print("this tokenizer has no chat template: the prompts are given as plain text"); self._warned = True
+            print("this tokenizer has no chat template: the prompts are given as plain text")
+            self._warned = True
         return prompt
 
     @torch.no_grad()
     def __call__(self, prompts, **kw) -> list[dict]:
         unknown = set(kw) - set(self.defaults) - {"seed"}
-        if unknown: raise CourseError(f"unknown generation option(s) {sorted(unknown)}; valid: {sorted(self.defaults) + ['seed']}")
+        if unknown:
+            raise CourseError(
+                f"unknown generation option(s) {sorted(unknown)}; valid: {sorted(self.defaults) + ['seed']}"
+            )
         o = {**self.defaults, **kw}
-        if isinstance(prompts, str): prompts = [prompts]
+        if isinstance(prompts, str):
+            prompts = [prompts]
         if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, str) for p in prompts):
             raise CourseError("prompts must be a list of strings")
-        if not prompts: return []
-        if o["temperature"] < 0 or not 0 < o["top_p"] <= 1: raise CourseError(f"temperature must be >= 0 and 0 < top_p <= 1 (got {o['temperature']}, {o['top_p']})")
-        if not isinstance(o["max_new_tokens"], int) or o["max_new_tokens"] < 1: raise CourseError(f"max_new_tokens must be a positive int, got {o['max_new_tokens']!r}")
+        if not prompts:
+            return []
+        if o["temperature"] < 0 or not 0 < o["top_p"] <= 1:
+            raise CourseError(f"temperature must be >= 0 and 0 < top_p <= 1 (got {o['temperature']}, {o['top_p']})")
+        if not isinstance(o["max_new_tokens"], int) or o["max_new_tokens"] < 1:
+            raise CourseError(f"max_new_tokens must be a positive int, got {o['max_new_tokens']!r}")
         seed = kw.get("seed", None if self.seed is None else self.seed * 100003 + self.calls)
         self.calls += 1
         texts = [self.format(p, o["chat"], o["system"]) for p in prompts]
         t0 = time.perf_counter()
-        res = generate(self.model, self.tokenizer, texts, max_new_tokens=o["max_new_tokens"], temperature=o["temperature"], top_p=o["top_p"],
-                       stop=o["stop"], batch_size=o["batch_size"], progress=o["progress"], seed=seed)
-        self.stats["prompts"] += len(texts); self.stats["new_tokens"] += sum(r["new_tokens"] for r in res)
-        self.stats["seconds"] += time.perf_counter() - t0; self.stats["length"] += sum(r["finish_reason"] == "length" for r in res)
+        res = generate(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_new_tokens=o["max_new_tokens"],
+            temperature=o["temperature"],
+            top_p=o["top_p"],
+            stop=o["stop"],
+            batch_size=o["batch_size"],
+            progress=o["progress"],
+            seed=seed,
+        )
+        self.stats["prompts"] += len(texts)
+        self.stats["new_tokens"] += sum(r["new_tokens"] for r in res)
+        self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["length"] += sum(r["finish_reason"] == "length" for r in res)
         return res
 
     @classmethod
-    def from_name(cls, name: str = "smollm2", device: str = "cpu", **kw) -> "TextGenerator":
+    def from_name(cls, name: str = "smollm2", device: str = "cpu", **kw) -> TextGenerator:
         "Load model and tokenizer by name (see `models.load_model`) and wrap them."
         return cls(load_model(name, device=device), load_tokenizer(name), **kw)
 
-# %% ../nbs/09a_generation.ipynb #6c1087a7
-BENCH_PROMPTS = ["Give three tips for staying healthy.", "Explain what a prime number is.", "Write a short poem about the sea.",
-                 "List four countries in South America.", "Describe how a bicycle works.", "Summarise the plot of Cinderella.",
-                 "Suggest a name for a coffee shop.", "What is the difference between weather and climate?", "Write a thank-you note to a teacher.",
-                 "Explain why the sky is blue.", "Give an example of a renewable energy source.", "How do you make a cup of tea?",
-                 "Write a tweet about learning to code.", "Name three animals that live in the desert.", "What does a librarian do?",
-                 "Describe a sunset in two sentences."]
 
-def bench_generate(model: str = "smollm2", n_prompts: int = 16, max_new_tokens: int = 32, batch_size: int = 16, seed: int = 0,
-                   device: str = "cpu", chat: bool = True, _loaded=None) -> dict:
+# %% ../nbs/09a_generation.ipynb #6c1087a7
+BENCH_PROMPTS = [
+    "Give three tips for staying healthy.",
+    "Explain what a prime number is.",
+    "Write a short poem about the sea.",
+    "List four countries in South America.",
+    "Describe how a bicycle works.",
+    "Summarise the plot of Cinderella.",
+    "Suggest a name for a coffee shop.",
+    "What is the difference between weather and climate?",
+    "Write a thank-you note to a teacher.",
+    "Explain why the sky is blue.",
+    "Give an example of a renewable energy source.",
+    "How do you make a cup of tea?",
+    "Write a tweet about learning to code.",
+    "Name three animals that live in the desert.",
+    "What does a librarian do?",
+    "Describe a sunset in two sentences.",
+]
+
+
+def bench_generate(
+    model: str = "smollm2",
+    n_prompts: int = 16,
+    max_new_tokens: int = 32,
+    batch_size: int = 16,
+    seed: int = 0,
+    device: str = "cpu",
+    chat: bool = True,
+    _loaded=None,
+) -> dict:
     "Tokens/s of batched vs one-prompt-at-a-time generation on the same prompts and budget; returns a JSON-able dict."
-    if n_prompts < 1 or batch_size < 1 or max_new_tokens < 1: raise CourseError("n_prompts, batch_size and max_new_tokens must be >= 1")
+    if n_prompts < 1 or batch_size < 1 or max_new_tokens < 1:
+        raise CourseError("n_prompts, batch_size and max_new_tokens must be >= 1")
     m, tok = _loaded or (load_model(model, device=device), load_tokenizer(model))
-    gen = TextGenerator(m, tok, max_new_tokens=max_new_tokens, temperature=0.0, batch_size=batch_size, chat=chat, progress=False, seed=seed)
-    prompts = [BENCH_PROMPTS[i % len(BENCH_PROMPTS)] + ("" if i < len(BENCH_PROMPTS) else f" (variant {i // len(BENCH_PROMPTS)})") for i in range(n_prompts)]
-    gen(prompts[:2], max_new_tokens=4); gen(prompts[:1], max_new_tokens=4, batch_size=1)  # warm-up
-    t0 = time.perf_counter(); batched = gen(prompts); tb = time.perf_counter() - t0
-    t0 = time.perf_counter(); seq = [gen([p], batch_size=1)[0] for p in prompts]; ts = time.perf_counter() - t0
+    gen = TextGenerator(
+        m,
+        tok,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        batch_size=batch_size,
+        chat=chat,
+        progress=False,
+        seed=seed,
+    )
+    prompts = [
+        BENCH_PROMPTS[i % len(BENCH_PROMPTS)]
+        + ("" if i < len(BENCH_PROMPTS) else f" (variant {i // len(BENCH_PROMPTS)})")
+        for i in range(n_prompts)
+    ]
+    gen(prompts[:2], max_new_tokens=4)
+    gen(prompts[:1], max_new_tokens=4, batch_size=1)  # warm-up
+    t0 = time.perf_counter()
+    batched = gen(prompts)
+    tb = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    seq = [gen([p], batch_size=1)[0] for p in prompts]
+    ts = time.perf_counter() - t0
     nb, ns = sum(r["new_tokens"] for r in batched), sum(r["new_tokens"] for r in seq)
     same = sum(a["text"] == b["text"] for a, b in zip(batched, seq))
-    out = {"model": str(model), "device": str(next(m.parameters()).device), "torch_threads": torch.get_num_threads(), "n_prompts": n_prompts,
-           "batch_size": batch_size, "max_new_tokens": max_new_tokens, "chat": chat and gen.has_chat_template,
-           "batched_tokens": nb, "batched_seconds": round(tb, 3), "batched_tokens_per_s": round(nb / tb, 2),
-           "sequential_tokens": ns, "sequential_seconds": round(ts, 3), "sequential_tokens_per_s": round(ns / ts, 2),
-           "ratio": round((nb / tb) / (ns / ts), 2), "identical_outputs": same, "torch": torch.__version__, "cpu": platform.processor() or platform.machine()}
+    out = {
+        "model": str(model),
+        "device": str(next(m.parameters()).device),
+        "torch_threads": torch.get_num_threads(),
+        "n_prompts": n_prompts,
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "chat": chat and gen.has_chat_template,
+        "batched_tokens": nb,
+        "batched_seconds": round(tb, 3),
+        "batched_tokens_per_s": round(nb / tb, 2),
+        "sequential_tokens": ns,
+        "sequential_seconds": round(ts, 3),
+        "sequential_tokens_per_s": round(ns / ts, 2),
+        "ratio": round((nb / tb) / (ns / ts), 2),
+        "identical_outputs": same,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+    }
     return out

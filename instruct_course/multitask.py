@@ -4,19 +4,43 @@
 
 # %% ../nbs/12_multitask.ipynb #2b5d65ce
 from __future__ import annotations
-import json, random, re, contextlib, io
+
+import contextlib
+import io
+import random
+import re
 from collections import Counter
 from pathlib import Path
-from .core import CourseError, seed_everything, save_json, Timer
-from .world import FAMILIES, get_family, make_splits, instance_text, eval_keys, score_response
+
+from .core import CourseError, Timer, save_json
 from .flan import check_no_leak
+from .world import FAMILIES, get_family, instance_text, make_splits
 
 # %% auto #0
-__all__ = ['TUTORIAL_MULTI_TASK_SOURCES', 'WORLD_STAND_INS', 'single_task_configs', 'SINGLE_TASK_WORLD_DATA',
-           'DEFAULT_TRAIN_FAMILIES', 'DEFAULT_UNSEEN_FAMILIES', 'QUICK', 'FULL', 'format_multi_task_dataset',
-           'world_task_datasets', 'world_task_formats', 'single_task_fields', 'format_single_task',
-           'single_task_dataset', 'multitask_splits', 'answer_vocab', 'borrowed_family', 'borrowed_format_rate',
-           'multitask_table', 'unseen_table', 'plot_multitask', 'run_multitask_experiment']
+__all__ = [
+    "TUTORIAL_MULTI_TASK_SOURCES",
+    "WORLD_STAND_INS",
+    "single_task_configs",
+    "SINGLE_TASK_WORLD_DATA",
+    "DEFAULT_TRAIN_FAMILIES",
+    "DEFAULT_UNSEEN_FAMILIES",
+    "QUICK",
+    "FULL",
+    "format_multi_task_dataset",
+    "world_task_datasets",
+    "world_task_formats",
+    "single_task_fields",
+    "format_single_task",
+    "single_task_dataset",
+    "multitask_splits",
+    "answer_vocab",
+    "borrowed_family",
+    "borrowed_format_rate",
+    "multitask_table",
+    "unseen_table",
+    "plot_multitask",
+    "run_multitask_experiment",
+]
 
 # %% ../nbs/12_multitask.ipynb #74e633a1
 # Source: the course's source tutorial, section "Multi-Task Instruction Tuning" (`multi_task_dataset`, hub ids and configs verbatim).
@@ -28,69 +52,113 @@ TUTORIAL_MULTI_TASK_SOURCES = {
     "code": ("code_x_glue_tc_nl_code_search_adv", None),
 }
 # The world family that plays each part offline (same kind of task, generated, checkable answers).
-WORLD_STAND_INS = {"classification": "sentiment", "summarization": "summarize", "qa": "qa", "translation": "translate", "code": "code"}
+WORLD_STAND_INS = {
+    "classification": "sentiment",
+    "summarization": "summarize",
+    "qa": "qa",
+    "translation": "translate",
+    "code": "code",
+}
+
 
 # %% ../nbs/12_multitask.ipynb #56f6dfb4
 def _as_record(out, task: str, i: int) -> dict:
     where = f"task {task!r}, example {i}"
     if isinstance(out, dict):
         rec = {"instruction": out.get("instruction"), "input": out.get("input", ""), "response": out.get("response")}
-        if out.get("template_id") is not None: rec["template_id"] = out["template_id"]
+        if out.get("template_id") is not None:
+            rec["template_id"] = out["template_id"]
     elif isinstance(out, (tuple, list)) and len(out) in (2, 3):
         ins, inp, resp = (out[0], "", out[1]) if len(out) == 2 else out
         rec = {"instruction": ins, "input": inp, "response": resp}
     else:
-        raise CourseError(f"format function for {where} returned {type(out).__name__} {str(out)[:60]!r}; "
-                          f"return (instruction, response), (instruction, input, response) or a dict with those keys")
+        raise CourseError(
+            f"format function for {where} returned {type(out).__name__} {str(out)[:60]!r}; "
+            f"return (instruction, response), (instruction, input, response) or a dict with those keys"
+        )
     for k in ("instruction", "input", "response"):
-        if not isinstance(rec[k], str): raise CourseError(f"format function for {where}: {k!r} must be a string, got {type(rec[k]).__name__}")
+        if not isinstance(rec[k], str):
+            raise CourseError(f"format function for {where}: {k!r} must be a string, got {type(rec[k]).__name__}")
     for k in ("instruction", "response"):
-        if not rec[k].strip(): raise CourseError(f"format function for {where}: empty {k!r}; fix the format function or filter the example out first")
+        if not rec[k].strip():
+            raise CourseError(
+                f"format function for {where}: empty {k!r}; fix the format function or filter the example out first"
+            )
     return {**rec, "task": task}
 
-def format_multi_task_dataset(datasets: dict, task_formats: dict, split: str = "train", seed: int | None = 0, cap: int | None = None) -> list[dict]:
+
+def format_multi_task_dataset(
+    datasets: dict, task_formats: dict, split: str = "train", seed: int | None = 0, cap: int | None = None
+) -> list[dict]:
     """Apply each task's format function to its examples and mix: records with `instruction`, `input`, `response`, `task`.
     `datasets`: task -> dict of splits (as `load_dataset` returns) or a list of examples. Shuffled with `seed` (None: keep task order);
     `cap`: at most that many examples per task (the first `cap`, before shuffling)."""
-    if not isinstance(datasets, dict) or not datasets: raise CourseError("datasets must be a non-empty dict task name -> dataset")
-    if not isinstance(task_formats, dict): raise CourseError(f"task_formats must be a dict task name -> format function, got {type(task_formats).__name__}")
+    if not isinstance(datasets, dict) or not datasets:
+        raise CourseError("datasets must be a non-empty dict task name -> dataset")
+    if not isinstance(task_formats, dict):
+        raise CourseError(
+            f"task_formats must be a dict task name -> format function, got {type(task_formats).__name__}"
+        )
     missing = [t for t in datasets if t not in task_formats]
-    if missing: raise CourseError(f"no format function for task(s) {missing}; task_formats has {sorted(task_formats)}. Add one per task")
-    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1): raise CourseError(f"cap must be a positive int or None, got {cap!r}")
+    if missing:
+        raise CourseError(
+            f"no format function for task(s) {missing}; task_formats has {sorted(task_formats)}. Add one per task"
+        )
+    if cap is not None and (not isinstance(cap, int) or isinstance(cap, bool) or cap < 1):
+        raise CourseError(f"cap must be a positive int or None, got {cap!r}")
     combined = []
     for task, ds in datasets.items():
         fn = task_formats[task]
-        if not callable(fn): raise CourseError(f"task_formats[{task!r}] must be a function example -> (instruction, response), got {type(fn).__name__}")
+        if not callable(fn):
+            raise CourseError(
+                f"task_formats[{task!r}] must be a function example -> (instruction, response), got {type(fn).__name__}"
+            )
         if isinstance(ds, dict) or hasattr(ds, "keys"):
-            if split not in ds: raise CourseError(f"dataset {task!r} has no split {split!r}; it has {list(ds.keys())}")
+            if split not in ds:
+                raise CourseError(f"dataset {task!r} has no split {split!r}; it has {list(ds.keys())}")
             ds = ds[split]
         rows = list(ds)
-        if not rows: raise CourseError(f"dataset {task!r} ({split}) is empty")
-        for i, ex in enumerate(rows[:cap] if cap else rows): combined.append(_as_record(fn(ex), task, i))
-    if seed is not None: random.Random(seed).shuffle(combined)
+        if not rows:
+            raise CourseError(f"dataset {task!r} ({split}) is empty")
+        for i, ex in enumerate(rows[:cap] if cap else rows):
+            combined.append(_as_record(fn(ex), task, i))
+    if seed is not None:
+        random.Random(seed).shuffle(combined)
     return combined
+
 
 # %% ../nbs/12_multitask.ipynb #f75a55bc
 def world_task_datasets(families, n: int = 100, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
     "Raw (unworded) instances of each world family, as `{family: {'train': [...]}}` — the shape `load_dataset` gives."
     out = {}
     for f in families:
-        fam = get_family(f); rng = random.Random(f"raw:{seed}:{f}"); seen, rows = set(), []
+        fam = get_family(f)
+        rng = random.Random(f"raw:{seed}:{f}")
+        seen, rows = set(), []
         while len(rows) < n and len(seen) < 50 * n:
             inst = fam.make(rng)
-            if inst["key"] not in seen: seen.add(inst["key"]); rows.append(inst)
+            if inst["key"] not in seen:
+                seen.add(inst["key"])
+                rows.append(inst)
         out[f] = {"train": rows}
     return out
 
+
 def world_task_formats(families, seed: int = 0) -> dict:
     "One format function per family: words an instance with one of the family's training templates (chosen from the instance, so deterministic)."
+
     def make(f):
         fam = get_family(f)
+
         def fmt(ex: dict) -> dict:
-            t = random.Random(f"{seed}|{ex['key']}").choice(fam.templates); ins, inp = t.render(ex)
+            t = random.Random(f"{seed}|{ex['key']}").choice(fam.templates)
+            ins, inp = t.render(ex)
             return {"instruction": ins, "input": inp, "response": ex["response"], "template_id": t.id}
+
         return fmt
+
     return {f: make(f) for f in families}
+
 
 # %% ../nbs/12_multitask.ipynb #3ac02065
 # Source: the course's source tutorial, section "Single-Task Instruction Tuning" (`single_task_configs`, verbatim).
@@ -98,115 +166,185 @@ single_task_configs = {
     "medical": {
         "dataset": "medical_dialog",
         "instruction_format": "Based on the patient's symptoms, provide a diagnosis: {symptoms}",
-        "response_format": "Diagnosis: {diagnosis}\nReasoning: {reasoning}"
+        "response_format": "Diagnosis: {diagnosis}\nReasoning: {reasoning}",
     },
     "legal": {
         "dataset": "legal_contract_qa",
         "instruction_format": "Analyze the following legal clause: {clause}\nQuestion: {question}",
-        "response_format": "Analysis: {analysis}\nAnswer: {answer}"
+        "response_format": "Analysis: {analysis}\nAnswer: {answer}",
     },
     "code": {
         "dataset": "code_instruct",
         "instruction_format": "Write code to: {task_description}\nLanguage: {language}",
-        "response_format": "```{language}\n{code}\n```\nExplanation: {explanation}"
-    }
+        "response_format": "```{language}\n{code}\n```\nExplanation: {explanation}",
+    },
 }
 # Which domains the embedded world can fill (None: bring your own data).
 SINGLE_TASK_WORLD_DATA = {"medical": None, "legal": None, "code": "code"}
 
+
 def single_task_fields(domain: str) -> list[str]:
     "The fields an example needs for `domain`'s instruction and response formats."
     from instruct_course.flan import template_fields
-    if domain not in single_task_configs: raise CourseError(f"unknown single-task domain {domain!r}; valid: {sorted(single_task_configs)}")
+
+    if domain not in single_task_configs:
+        raise CourseError(f"unknown single-task domain {domain!r}; valid: {sorted(single_task_configs)}")
     c = single_task_configs[domain]
     return list(dict.fromkeys(template_fields(c["instruction_format"]) + template_fields(c["response_format"])))
+
 
 def format_single_task(domain: str, example: dict) -> dict:
     "One example rendered with `domain`'s formats: a record with instruction, input (empty), response, task=domain."
     need = single_task_fields(domain)
-    if not isinstance(example, dict): raise CourseError(f"example must be a dict with fields {need}, got {type(example).__name__}")
+    if not isinstance(example, dict):
+        raise CourseError(f"example must be a dict with fields {need}, got {type(example).__name__}")
     miss = [f for f in need if f not in example]
-    if miss: raise CourseError(f"{domain} example is missing field(s) {miss}; the {domain} formats need {need}")
+    if miss:
+        raise CourseError(f"{domain} example is missing field(s) {miss}; the {domain} formats need {need}")
     c = single_task_configs[domain]
-    return {"instruction": c["instruction_format"].format(**example), "input": "", "response": c["response_format"].format(**example), "task": domain}
+    return {
+        "instruction": c["instruction_format"].format(**example),
+        "input": "",
+        "response": c["response_format"].format(**example),
+        "task": domain,
+    }
+
 
 def single_task_dataset(domain: str, n: int = 100, seed: int = 0) -> list[dict]:
     "Records for `domain` from the embedded world (only 'code' has world data; the others raise, naming the fields to bring)."
     need = single_task_fields(domain)
     if SINGLE_TASK_WORLD_DATA[domain] is None:
-        raise CourseError(f"the embedded world has no {domain} data, and the course does not invent any. Bring your own examples with fields "
-                          f"{need} and format them with format_single_task({domain!r}, example)")
+        raise CourseError(
+            f"the embedded world has no {domain} data, and the course does not invent any. Bring your own examples with fields "
+            f"{need} and format them with format_single_task({domain!r}, example)"
+        )
     rows = world_task_datasets([SINGLE_TASK_WORLD_DATA[domain]], n=n, seed=seed)["code"]["train"]
-    return [format_single_task(domain, {"task_description": f"define {r['fname']}, which returns {r['desc']}", "language": "python",
-                                        "code": r["response"], "explanation": f"{r['fname']} returns {r['desc']}."}) for r in rows]
+    return [
+        format_single_task(
+            domain,
+            {
+                "task_description": f"define {r['fname']}, which returns {r['desc']}",
+                "language": "python",
+                "code": r["response"],
+                "explanation": f"{r['fname']} returns {r['desc']}.",
+            },
+        )
+        for r in rows
+    ]
+
 
 # %% ../nbs/12_multitask.ipynb #18953882
 DEFAULT_TRAIN_FAMILIES = ("sentiment", "translate", "uppercase")
 DEFAULT_UNSEEN_FAMILIES = ("topic", "antonym", "compare", "plural", "reverse_words")
 
-def multitask_splits(train_families=DEFAULT_TRAIN_FAMILIES, unseen_families=DEFAULT_UNSEEN_FAMILIES, seed: int = 0, n_train: int = 600, n_eval: int = 40) -> dict:
+
+def multitask_splits(
+    train_families=DEFAULT_TRAIN_FAMILIES,
+    unseen_families=DEFAULT_UNSEEN_FAMILIES,
+    seed: int = 0,
+    n_train: int = 600,
+    n_eval: int = 40,
+) -> dict:
     """Data for the experiment: `train` (the train families), `seen_instances` and `seen_templates` (new instances of the train
     families, under training and held-out templates), `unseen` (the unseen families). Raises if anything unseen leaks into training."""
     tr, un = list(train_families), list(unseen_families)
-    for f in tr + un: get_family(f)
-    if not tr or not un: raise CourseError("need at least one training family and one unseen family")
+    for f in tr + un:
+        get_family(f)
+    if not tr or not un:
+        raise CourseError("need at least one training family and one unseen family")
     both = sorted(set(tr) & set(un))
-    if both: raise CourseError(f"families {both} are both in training and unseen: an unseen family must never be trained on")
+    if both:
+        raise CourseError(f"families {both} are both in training and unseen: an unseen family must never be trained on")
     s = make_splits(seed=seed, n_train=n_train, n_eval=n_eval, families=tr + un, heldout_families=un)
-    out = {"train": s["train"], "seen_instances": s["heldout_instances"], "seen_templates": s["heldout_templates"], "unseen": s["heldout_families"],
-           "train_families": tr, "unseen_families": un}
+    out = {
+        "train": s["train"],
+        "seen_instances": s["heldout_instances"],
+        "seen_templates": s["heldout_templates"],
+        "unseen": s["heldout_families"],
+        "train_families": tr,
+        "unseen_families": un,
+    }
     check_no_leak(out["train"], un)
-    overlap = {instance_text(r) for r in out["train"]} & {instance_text(r) for k in ("seen_instances", "seen_templates", "unseen") for r in out[k]}
-    if overlap: raise CourseError(f"{len(overlap)} evaluation instance(s) also appear in training, e.g. {sorted(overlap)[0][:60]!r}")
+    overlap = {instance_text(r) for r in out["train"]} & {
+        instance_text(r) for k in ("seen_instances", "seen_templates", "unseen") for r in out[k]
+    }
+    if overlap:
+        raise CourseError(
+            f"{len(overlap)} evaluation instance(s) also appear in training, e.g. {sorted(overlap)[0][:60]!r}"
+        )
     return out
+
 
 # %% ../nbs/12_multitask.ipynb #b9b7c571
 def answer_vocab(records) -> dict[str, set[str]]:
     "Per task family, the set of (case-sensitive) words of its responses."
     voc = {}
-    for r in records: voc.setdefault(r["task"], set()).update(r["response"].split())
+    for r in records:
+        voc.setdefault(r["task"], set()).update(r["response"].split())
     return voc
+
 
 def borrowed_family(prediction: str, vocab: dict[str, set[str]]) -> str | None:
     "The first family whose answer vocabulary contains every word of `prediction` (None if none does, or the prediction is empty)."
     words = prediction.split()
-    if not words: return None
+    if not words:
+        return None
     for fam, v in vocab.items():
-        if all(w in v for w in words): return fam
+        if all(w in v for w in words):
+            return fam
     return None
+
 
 def borrowed_format_rate(predictions: list[dict], vocab: dict[str, set[str]]) -> float:
     "Share of predictions that are wrong and written entirely in one training family's answer words."
-    if not predictions: raise CourseError("borrowed_format_rate: no predictions")
-    return sum((not p["correct"]) and borrowed_family(p["prediction"], vocab) is not None for p in predictions) / len(predictions)
+    if not predictions:
+        raise CourseError("borrowed_format_rate: no predictions")
+    return sum((not p["correct"]) and borrowed_family(p["prediction"], vocab) is not None for p in predictions) / len(
+        predictions
+    )
+
 
 # %% ../nbs/12_multitask.ipynb #cd875edc
-def _mean(xs): xs = list(xs); return sum(xs) / len(xs) if xs else float("nan")
+def _mean(xs):
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else float("nan")
+
 
 def _evaluate_model(model, tok, data: dict, vocab: dict, max_new_tokens: int = 48) -> dict:
-    from instruct_course.sft import evaluate_exact_match
     from instruct_course.self_instruct import rouge_l
+    from instruct_course.sft import evaluate_exact_match
+
     res = {}
     for split in ("seen_instances", "seen_templates", "unseen"):
         r = evaluate_exact_match(model, tok, data[split], max_new_tokens=max_new_tokens)
-        res[split] = {"exact_match": r["exact_match"], "per_task": r["per_task"],
-                      "rouge_l": _mean(rouge_l(p["prediction"], p["response"]) for p in r["predictions"]),
-                      "borrowed": borrowed_format_rate(r["predictions"], vocab),
-                      "examples": [{k: p[k] for k in ("task", "instruction", "input", "response", "prediction")} for p in r["predictions"][::max(1, len(r["predictions"]) // 10)]]}
+        res[split] = {
+            "exact_match": r["exact_match"],
+            "per_task": r["per_task"],
+            "rouge_l": _mean(rouge_l(p["prediction"], p["response"]) for p in r["predictions"]),
+            "borrowed": borrowed_format_rate(r["predictions"], vocab),
+            "examples": [
+                {k: p[k] for k in ("task", "instruction", "input", "response", "prediction")}
+                for p in r["predictions"][:: max(1, len(r["predictions"]) // 10)]
+            ],
+        }
     return res
+
 
 def _own(name: str, r: dict, train_families) -> list[str]:
     "The training families (of the experiment's three) a model was tuned on; all three for the base model."
     return [f for f in train_families if f in r["train_families"]] or list(train_families)
 
+
 def multitask_table(results: dict):
     """One row per model: exact match on new instances of each training family; the mean over the model's *own* families
     (those it was tuned on) on new instances and on held-out templates; and the unseen families (exact match, ROUGE-L, borrowed format)."""
     import pandas as pd
+
     rows, tr = [], results["train_families"]
     for name, r in results["models"].items():
         row = {"model": name, "steps": r["steps"]}
-        for f in tr: row[f] = r["seen_instances"]["per_task"].get(f, float("nan"))
+        for f in tr:
+            row[f] = r["seen_instances"]["per_task"].get(f, float("nan"))
         own = _own(name, r, tr)
         row["own: new instances"] = _mean(r["seen_instances"]["per_task"][f] for f in own)
         row["own: new templates"] = _mean(r["seen_templates"]["per_task"][f] for f in own)
@@ -216,67 +354,125 @@ def multitask_table(results: dict):
         rows.append(row)
     return pd.DataFrame(rows).set_index("model")
 
+
 def unseen_table(results: dict):
     "Exact match per unseen family (columns) for each model (rows)."
     import pandas as pd
-    return pd.DataFrame({n: r["unseen"]["per_task"] for n, r in results["models"].items()}).T[results["unseen_families"]]
+
+    return pd.DataFrame({n: r["unseen"]["per_task"] for n, r in results["models"].items()}).T[
+        results["unseen_families"]
+    ]
+
 
 def plot_multitask(results: dict, ax=None, title: str | None = None):
     "Grouped bars: in-domain (own families), held-out templates, unseen families; one bar per model."
-    import matplotlib.pyplot as plt, numpy as np
+    import matplotlib.pyplot as plt
+    import numpy as np
+
     t = multitask_table(results)
-    groups = {"own families, new instances": list(t["own: new instances"]), "own families, new templates": list(t["own: new templates"]),
-              "unseen families": list(t["unseen: exact match"])}
-    if ax is None: _, ax = plt.subplots(figsize=(8, 3.8))
+    groups = {
+        "own families, new instances": list(t["own: new instances"]),
+        "own families, new templates": list(t["own: new templates"]),
+        "unseen families": list(t["unseen: exact match"]),
+    }
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.8))
     names, x, w = list(results["models"]), np.arange(len(groups)), 0.8 / len(results["models"])
     for i, n in enumerate(names):
         vals = [groups[g][i] for g in groups]
         bars = ax.bar(x + (i - (len(names) - 1) / 2) * w, vals, w, label=n)
         ax.bar_label(bars, labels=[f"{v:.0%}" for v in vals], fontsize=7, padding=1)
-    ax.set_xticks(x, list(groups)); ax.set_ylim(0, 1.12); ax.set_ylabel("exact match")
-    ax.set_title(title or f"1.2M-param model, {results['steps']} SFT steps each: trained on {', '.join(results['train_families'])}")
-    ax.legend(fontsize=7, ncol=3, loc="upper right"); ax.grid(axis="y", alpha=.3)
+    ax.set_xticks(x, list(groups))
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("exact match")
+    ax.set_title(
+        title
+        or f"1.2M-param model, {results['steps']} SFT steps each: trained on {', '.join(results['train_families'])}"
+    )
+    ax.legend(fontsize=7, ncol=3, loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
     return ax
+
 
 # %% ../nbs/12_multitask.ipynb #19e89c48
 QUICK = {"steps": 80, "n_train": 300, "n_eval": 16, "wide": False}
 FULL = {"steps": 250, "n_train": 600, "n_eval": 40, "wide": True}
 
-def run_multitask_experiment(out_dir: str | Path = "runs/multitask", seed: int = 0, quick: bool = False, train_families=DEFAULT_TRAIN_FAMILIES,
-                             unseen_families=DEFAULT_UNSEEN_FAMILIES, steps: int | None = None, progress: bool = True) -> dict:
+
+def run_multitask_experiment(
+    out_dir: str | Path = "runs/multitask",
+    seed: int = 0,
+    quick: bool = False,
+    train_families=DEFAULT_TRAIN_FAMILIES,
+    unseen_families=DEFAULT_UNSEEN_FAMILIES,
+    steps: int | None = None,
+    progress: bool = True,
+) -> dict:
     "Multi- vs single-task SFT on the tiny model, evaluated in-domain, on held-out templates and on unseen families. Writes results.json, multitask.png."
     import torch
     from matplotlib.figure import Figure
     from tqdm.auto import tqdm
+
     from instruct_course.models import load_model, load_tokenizer
     from instruct_course.sft import train_sft_stage
-    cfg = {**(QUICK if quick else FULL)}; cfg["steps"] = steps or cfg["steps"]
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+
+    cfg = {**(QUICK if quick else FULL)}
+    cfg["steps"] = steps or cfg["steps"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     data = multitask_splits(train_families, unseen_families, seed=seed, n_train=cfg["n_train"], n_eval=cfg["n_eval"])
     tok = load_tokenizer("tiny")
     plan = [("base", None), ("multi-task (%d)" % len(data["train_families"]), data["train"])]
     plan += [(f"single: {f}", [r for r in data["train"] if r["task"] == f]) for f in data["train_families"]]
     if cfg["wide"]:
         wide_fams = [f for f in FAMILIES if f not in data["unseen_families"]]
-        wide = multitask_splits(wide_fams, data["unseen_families"], seed=seed, n_train=cfg["n_train"], n_eval=cfg["n_eval"])
+        wide = multitask_splits(
+            wide_fams, data["unseen_families"], seed=seed, n_train=cfg["n_train"], n_eval=cfg["n_eval"]
+        )
         plan.append((f"multi-task ({len(wide_fams)})", wide["train"]))
-    results = {"train_families": data["train_families"], "unseen_families": data["unseen_families"], "steps": cfg["steps"], "seed": seed,
-               "quick": quick, "config": cfg, "models": {}, "sizes": {k: len(data[k]) for k in ("train", "seen_instances", "seen_templates", "unseen")}}
+    results = {
+        "train_families": data["train_families"],
+        "unseen_families": data["unseen_families"],
+        "steps": cfg["steps"],
+        "seed": seed,
+        "quick": quick,
+        "config": cfg,
+        "models": {},
+        "sizes": {k: len(data[k]) for k in ("train", "seen_instances", "seen_templates", "unseen")},
+    }
     with Timer() as total:
         for name, train in tqdm(plan, desc="multitask runs", disable=not progress):
             model = load_model("tiny", device="cpu")
             with Timer() as t:
                 if train is not None:
-                    with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its log dicts when its progress bar is off
-                        model = train_sft_stage(model, train, tok, output_dir=out / "models" / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"),
-                                                max_steps=cfg["steps"], save_steps=10**9, seed=seed, progress=False)
-            results["models"][name] = {"steps": 0 if train is None else cfg["steps"], "train_seconds": round(t.seconds, 1),
-                                       "train_families": sorted({r["task"] for r in train}) if train else [],
-                                       **_evaluate_model(model, tok, data, answer_vocab(train or data["train"]))}
-    results["seconds"] = round(total.seconds, 1); results["threads"] = torch.get_num_threads()
+                    with contextlib.redirect_stdout(
+                        io.StringIO()
+                    ):  # the Trainer prints its log dicts when its progress bar is off
+                        model = train_sft_stage(
+                            model,
+                            train,
+                            tok,
+                            output_dir=out / "models" / re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_"),
+                            max_steps=cfg["steps"],
+                            save_steps=10**9,
+                            seed=seed,
+                            progress=False,
+                        )
+            results["models"][name] = {
+                "steps": 0 if train is None else cfg["steps"],
+                "train_seconds": round(t.seconds, 1),
+                "train_families": sorted({r["task"] for r in train}) if train else [],
+                **_evaluate_model(model, tok, data, answer_vocab(train or data["train"])),
+            }
+    results["seconds"] = round(total.seconds, 1)
+    results["threads"] = torch.get_num_threads()
     save_json(results, out / "results.json")
-    fig = Figure(figsize=(9, 4)); plot_multitask(results, ax=fig.subplots()); fig.tight_layout(); fig.savefig(out / "multitask.png", dpi=120)
+    fig = Figure(figsize=(9, 4))
+    plot_multitask(results, ax=fig.subplots())
+    fig.tight_layout()
+    fig.savefig(out / "multitask.png", dpi=120)
     results["table"] = multitask_table(results).round(3).to_dict(orient="index")
     save_json(results, out / "results.json")
-    if progress: print(f"wrote {out/'results.json'} and {out/'multitask.png'} ({results['seconds']:.0f} s)")
+    if progress:
+        print(f"wrote {out / 'results.json'} and {out / 'multitask.png'} ({results['seconds']:.0f} s)")
     return results

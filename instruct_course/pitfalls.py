@@ -4,258 +4,535 @@
 
 # %% ../nbs/13_pitfalls.ipynb #d83f5de9
 from __future__ import annotations
-import contextlib, io, json, math, random, textwrap
+
+import contextlib
+import io
+import json
+import math
+import random
+import textwrap
 from pathlib import Path
+
 import torch
 from transformers import TrainerCallback
-from .core import CourseError, seed_everything, save_json, Timer
-from .world import make_splits, pretraining_text, eval_keys
+
+from .core import CourseError, Timer, save_json
+from .world import eval_keys, make_splits, pretraining_text
 
 # %% auto #0
-__all__ = ['PITFALLS_TABLE', 'QUICK', 'FULL', 'pitfall_setup', 'curves', 'overfit_data', 'early_stop_index',
-           'EvalLossEarlyStopping', 'plot_overfitting', 'underfitting_runs', 'plot_underfitting', 'mix_pretraining',
-           'heldout_pretraining_text', 'forgetting_runs', 'plot_forgetting', 'contamination_runs', 'plot_contamination',
-           'run_pitfalls_experiment']
+__all__ = [
+    "PITFALLS_TABLE",
+    "QUICK",
+    "FULL",
+    "pitfall_setup",
+    "curves",
+    "overfit_data",
+    "early_stop_index",
+    "EvalLossEarlyStopping",
+    "plot_overfitting",
+    "underfitting_runs",
+    "plot_underfitting",
+    "mix_pretraining",
+    "heldout_pretraining_text",
+    "forgetting_runs",
+    "plot_forgetting",
+    "contamination_runs",
+    "plot_contamination",
+    "run_pitfalls_experiment",
+]
 
 # %% ../nbs/13_pitfalls.ipynb #7813bde6
 PITFALLS_TABLE = [
     {"pitfall": "Overfitting", "symptom": "train loss ↓, eval loss ↑", "solution": "early stopping, dropout"},
-    {"pitfall": "Underfitting", "symptom": "both losses plateau high", "solution": "more epochs (steps), less regularisation"},
-    {"pitfall": "Catastrophic forgetting", "symptom": "good on the target task, bad on general text", "solution": "lower learning rate, mix general data in"},
-    {"pitfall": "Data contamination", "symptom": "high eval score, poor real performance", "solution": "held-out test sets, contamination checks"},
+    {
+        "pitfall": "Underfitting",
+        "symptom": "both losses plateau high",
+        "solution": "more epochs (steps), less regularisation",
+    },
+    {
+        "pitfall": "Catastrophic forgetting",
+        "symptom": "good on the target task, bad on general text",
+        "solution": "lower learning rate, mix general data in",
+    },
+    {
+        "pitfall": "Data contamination",
+        "symptom": "high eval score, poor real performance",
+        "solution": "held-out test sets, contamination checks",
+    },
 ]
 
 # %% ../nbs/13_pitfalls.ipynb #57d57025
-QUICK = {"n_train": 150, "n_eval": 4, "steps": 50, "eval_steps": 10, "overfit_n": 48, "overfit_steps": 60, "overfit_batch": 16,
-         "overfit_eval_steps": 5, "patience": 3, "n_ppl_docs": 100, "mix_ratio": 0.3, "leak_per_family": 2, "leak_copies": 4}
-FULL = {"n_train": 600, "n_eval": 20, "steps": 300, "eval_steps": 25, "overfit_n": 48, "overfit_steps": 150, "overfit_batch": 16,
-        "overfit_eval_steps": 5, "patience": 3, "n_ppl_docs": 300, "mix_ratio": 0.3, "leak_per_family": 10, "leak_copies": 4}
+QUICK = {
+    "n_train": 150,
+    "n_eval": 4,
+    "steps": 50,
+    "eval_steps": 10,
+    "overfit_n": 48,
+    "overfit_steps": 60,
+    "overfit_batch": 16,
+    "overfit_eval_steps": 5,
+    "patience": 3,
+    "n_ppl_docs": 100,
+    "mix_ratio": 0.3,
+    "leak_per_family": 2,
+    "leak_copies": 4,
+}
+FULL = {
+    "n_train": 600,
+    "n_eval": 20,
+    "steps": 300,
+    "eval_steps": 25,
+    "overfit_n": 48,
+    "overfit_steps": 150,
+    "overfit_batch": 16,
+    "overfit_eval_steps": 5,
+    "patience": 3,
+    "n_ppl_docs": 300,
+    "mix_ratio": 0.3,
+    "leak_per_family": 10,
+    "leak_copies": 4,
+}
+
 
 def pitfall_setup(seed: int = 0, quick: bool = True, **overrides) -> dict:
     "Settings, the world's splits and the tokenizer, shared by every pitfall run."
     from instruct_course.models import load_tokenizer
+
     cfg = {**(QUICK if quick else FULL), **overrides}
     splits = make_splits(seed=seed, n_train=cfg["n_train"], n_eval=cfg["n_eval"])
     return {"cfg": cfg, "seed": seed, "splits": splits, "tok": load_tokenizer("tiny")}
+
 
 def _train(setup: dict, records, out_dir, eval_records=None, callbacks=(), **overrides):
     "A quiet `train_sft_stage` from the base model; returns (model, log history)."
     from instruct_course.models import load_model
     from instruct_course.sft import train_sft_stage
+
     c = setup["cfg"]
-    kw = dict(max_steps=c["steps"], eval_steps=c["eval_steps"], logging_steps=c["eval_steps"], save_steps=10**9, seed=setup["seed"], progress=False)
+    kw = dict(
+        max_steps=c["steps"],
+        eval_steps=c["eval_steps"],
+        logging_steps=c["eval_steps"],
+        save_steps=10**9,
+        seed=setup["seed"],
+        progress=False,
+    )
     kw.update(overrides)
     with contextlib.redirect_stdout(io.StringIO()):  # the Trainer prints its log dicts when its progress bar is off
-        model = train_sft_stage(load_model("tiny", device="cpu"), records, setup["tok"], output_dir=out_dir, eval_dataset=eval_records,
-                                callbacks=callbacks, **kw)
+        model = train_sft_stage(
+            load_model("tiny", device="cpu"),
+            records,
+            setup["tok"],
+            output_dir=out_dir,
+            eval_dataset=eval_records,
+            callbacks=callbacks,
+            **kw,
+        )
     log = json.loads((Path(out_dir) / "log_history.json").read_text())["log_history"]
     return model, log
 
+
 def curves(log: list[dict]) -> dict:
     "Train and eval loss as lists of (step, loss) from a Trainer log history."
-    return {"train": [(h["step"], h["loss"]) for h in log if "loss" in h], "eval": [(h["step"], h["eval_loss"]) for h in log if "eval_loss" in h]}
+    return {
+        "train": [(h["step"], h["loss"]) for h in log if "loss" in h],
+        "eval": [(h["step"], h["eval_loss"]) for h in log if "eval_loss" in h],
+    }
+
 
 # %% ../nbs/13_pitfalls.ipynb #bfc513e1
 def overfit_data(setup: dict) -> tuple[list[dict], list[dict]]:
     "A deliberately tiny training set (the first `overfit_n` training records) and the held-out instances."
     return setup["splits"]["train"][: setup["cfg"]["overfit_n"]], setup["splits"]["heldout_instances"]
 
+
 # %% ../nbs/13_pitfalls.ipynb #a9dc09a2
 def early_stop_index(eval_losses, patience: int = 3, min_delta: float = 0.0) -> tuple[int, int | None]:
     """Early stopping on a sequence of eval losses: `(best, stop)` indices. An evaluation improves if its loss is below the best so far
     by more than `min_delta`; training stops at the `patience`-th evaluation in a row without improvement (`stop` is None if it never does)."""
-    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1: raise CourseError(f"patience must be an int >= 1, got {patience!r}")
-    if min_delta < 0: raise CourseError(f"min_delta must be >= 0, got {min_delta!r}")
+    if not isinstance(patience, int) or isinstance(patience, bool) or patience < 1:
+        raise CourseError(f"patience must be an int >= 1, got {patience!r}")
+    if min_delta < 0:
+        raise CourseError(f"min_delta must be >= 0, got {min_delta!r}")
     losses = list(eval_losses)
-    if not losses: raise CourseError("early_stop_index: no eval losses")
+    if not losses:
+        raise CourseError("early_stop_index: no eval losses")
     best, best_i, bad = math.inf, 0, 0
     for i, l in enumerate(losses):
-        if not math.isfinite(l): raise CourseError(f"eval loss {i} is {l}: training diverged; lower the learning rate")
-        if l < best - min_delta: best, best_i, bad = l, i, 0
+        if not math.isfinite(l):
+            raise CourseError(f"eval loss {i} is {l}: training diverged; lower the learning rate")
+        if l < best - min_delta:
+            best, best_i, bad = l, i, 0
         else:
             bad += 1
-            if bad >= patience: return best_i, i
+            if bad >= patience:
+                return best_i, i
     return best_i, None
+
 
 # %% ../nbs/13_pitfalls.ipynb #bee14bf4
 class EvalLossEarlyStopping(TrainerCallback):
     "Stop when the eval loss has not improved (by `min_delta`) for `patience` evaluations; restore the best weights at the end."
+
     def __init__(self, patience: int = 3, min_delta: float = 0.0, restore_best: bool = True):
         early_stop_index([0.0], patience, min_delta)  # validates the arguments
         self.patience, self.min_delta, self.restore_best = patience, min_delta, restore_best
-        self.history, self.best_loss, self.best_step, self.stopped_step, self._bad, self._best_state, self.restored = [], math.inf, None, None, 0, None, False
+        self.history, self.best_loss, self.best_step, self.stopped_step, self._bad, self._best_state, self.restored = (
+            [],
+            math.inf,
+            None,
+            None,
+            0,
+            None,
+            False,
+        )
 
     def on_evaluate(self, args, state, control, metrics=None, model=None, **kwargs):
         loss = (metrics or {}).get("eval_loss")
-        if loss is None: raise CourseError("EvalLossEarlyStopping needs eval_loss: pass an eval_dataset to the trainer")
+        if loss is None:
+            raise CourseError("EvalLossEarlyStopping needs eval_loss: pass an eval_dataset to the trainer")
         self.history.append((state.global_step, loss))
         if loss < self.best_loss - self.min_delta:
             self.best_loss, self.best_step, self._bad = loss, state.global_step, 0
-            if self.restore_best and model is not None: self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if self.restore_best and model is not None:
+                self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             self._bad += 1
             if self._bad >= self.patience:
-                control.should_training_stop = True; self.stopped_step = state.global_step
+                control.should_training_stop = True
+                self.stopped_step = state.global_step
         return control
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         if self.restore_best and self._best_state is not None and model is not None:
-            model.load_state_dict(self._best_state); self.restored = True
+            model.load_state_dict(self._best_state)
+            self.restored = True
+
 
 # %% ../nbs/13_pitfalls.ipynb #ec044ea9
-def plot_overfitting(log: list[dict], best_step: int | None = None, stopped_step: int | None = None, ax=None, title="Overfitting: 48 examples, many epochs"):
+def plot_overfitting(
+    log: list[dict],
+    best_step: int | None = None,
+    stopped_step: int | None = None,
+    ax=None,
+    title="Overfitting: 48 examples, many epochs",
+):
     "Train and eval loss of the overfitting run, with the best step and the early-stopping step marked."
     import matplotlib.pyplot as plt
+
     cv = curves(log)
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(*zip(*cv["train"]), label="train loss"); ax.plot(*zip(*cv["eval"]), "o-", ms=3, label="eval loss (held-out instances)")
-    if best_step is not None: ax.axvline(best_step, ls="--", c="k", lw=1, label=f"lowest eval loss (step {best_step})")
-    if stopped_step is not None: ax.axvline(stopped_step, ls=":", c="r", lw=1.5, label=f"early stopping fired (step {stopped_step})")
-    ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(alpha=.3)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(*zip(*cv["train"]), label="train loss")
+    ax.plot(*zip(*cv["eval"]), "o-", ms=3, label="eval loss (held-out instances)")
+    if best_step is not None:
+        ax.axvline(best_step, ls="--", c="k", lw=1, label=f"lowest eval loss (step {best_step})")
+    if stopped_step is not None:
+        ax.axvline(stopped_step, ls=":", c="r", lw=1.5, label=f"early stopping fired (step {stopped_step})")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return ax
+
 
 # %% ../nbs/13_pitfalls.ipynb #a941c131
 def underfitting_runs(setup: dict, out_dir) -> dict:
     "The same SFT at the tutorial's learning rate (2e-5) and at the course's (2e-3): logs and final losses."
-    from instruct_course.sft import instruction_training_config, COURSE_SFT_CONFIG
-    s, out = setup["splits"], Path(out_dir); res = {}
-    for name, lr in (("tutorial lr 2e-5", instruction_training_config["learning_rate"]), ("course lr 2e-3", COURSE_SFT_CONFIG["learning_rate"])):
+    from instruct_course.sft import COURSE_SFT_CONFIG, instruction_training_config
+
+    s, out = setup["splits"], Path(out_dir)
+    res = {}
+    for name, lr in (
+        ("tutorial lr 2e-5", instruction_training_config["learning_rate"]),
+        ("course lr 2e-3", COURSE_SFT_CONFIG["learning_rate"]),
+    ):
         model, log = _train(setup, s["train"], out / name.split()[0], s["heldout_instances"], learning_rate=lr)
         cv = curves(log)
-        res[name] = {"learning_rate": lr, "log": log, "final_train_loss": cv["train"][-1][1], "final_eval_loss": cv["eval"][-1][1], "model": model}
+        res[name] = {
+            "learning_rate": lr,
+            "log": log,
+            "final_train_loss": cv["train"][-1][1],
+            "final_eval_loss": cv["eval"][-1][1],
+            "model": model,
+        }
     return res
+
 
 def plot_underfitting(runs: dict, ax=None, title="Underfitting: same steps, two learning rates"):
     "Train (solid) and eval (dashed) loss of each run."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
     for i, (name, r) in enumerate(runs.items()):
-        cv = curves(r["log"]); col = f"C{i}"
-        ax.plot(*zip(*cv["train"]), c=col, label=f"{name}: train"); ax.plot(*zip(*cv["eval"]), "--o", ms=3, c=col, label=f"{name}: eval")
-    ax.set_yscale("log"); ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(alpha=.3)
+        cv = curves(r["log"])
+        col = f"C{i}"
+        ax.plot(*zip(*cv["train"]), c=col, label=f"{name}: train")
+        ax.plot(*zip(*cv["eval"]), "--o", ms=3, c=col, label=f"{name}: eval")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     return ax
 
+
 # %% ../nbs/13_pitfalls.ipynb #529fa441
-def mix_pretraining(records: list[dict], docs: list[str], tokenizer, ratio: float = 0.3, max_length: int = 160, doc_tokens: int = 64,
-                    seed: int = 0, style: str = "tutorial"):
+def mix_pretraining(
+    records: list[dict],
+    docs: list[str],
+    tokenizer,
+    ratio: float = 0.3,
+    max_length: int = 160,
+    doc_tokens: int = 64,
+    seed: int = 0,
+    style: str = "tutorial",
+):
     """SFT records (response-only loss) plus plain documents (loss on every token) so that documents are a `ratio` share of the rows.
     Returns a shuffled `datasets.Dataset` with a `source` column ('sft' or 'pretrain')."""
     from datasets import Dataset
+
     from instruct_course.masking import prepare_dataset
-    if not 0 <= ratio < 1: raise CourseError(f"ratio is the share of pretraining rows, in [0, 1); got {ratio!r}")
-    if not records: raise CourseError("mix_pretraining: no SFT records")
+
+    if not 0 <= ratio < 1:
+        raise CourseError(f"ratio is the share of pretraining rows, in [0, 1); got {ratio!r}")
+    if not records:
+        raise CourseError("mix_pretraining: no SFT records")
     sft, _ = prepare_dataset(records, tokenizer, max_length=max_length, style=style, verbose=False)
-    rows = [{"input_ids": list(r["input_ids"]), "attention_mask": list(r["attention_mask"]), "labels": list(r["labels"]), "source": "sft"} for r in sft]
+    rows = [
+        {
+            "input_ids": list(r["input_ids"]),
+            "attention_mask": list(r["attention_mask"]),
+            "labels": list(r["labels"]),
+            "source": "sft",
+        }
+        for r in sft
+    ]
     n_pre = round(ratio / (1 - ratio) * len(rows))
-    if n_pre and not docs: raise CourseError(f"ratio={ratio} needs pretraining documents, got none")
-    rng = random.Random(seed); order = list(range(len(docs))); rng.shuffle(order)
+    if n_pre and not docs:
+        raise CourseError(f"ratio={ratio} needs pretraining documents, got none")
+    rng = random.Random(seed)
+    order = list(range(len(docs)))
+    rng.shuffle(order)
     for k in range(n_pre):
         d = docs[order[k % len(docs)]]
-        ids = tokenizer(d, add_special_tokens=False)["input_ids"][: min(doc_tokens, max_length) - 1] + [tokenizer.eos_token_id]
+        ids = tokenizer(d, add_special_tokens=False)["input_ids"][: min(doc_tokens, max_length) - 1] + [
+            tokenizer.eos_token_id
+        ]
         rows.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": list(ids), "source": "pretrain"})
     rng.shuffle(rows)
     return Dataset.from_list(rows)
 
+
 # %% ../nbs/13_pitfalls.ipynb #dc6aedab
 def heldout_pretraining_text(setup: dict) -> list[str]:
     "Plain documents of the pretraining kind that no run trains on (seed + 123; the mix uses seed + 456)."
-    return pretraining_text(seed=setup["seed"] + 123, n_docs=setup["cfg"]["n_ppl_docs"], exclude=eval_keys(setup["splits"]))
+    return pretraining_text(
+        seed=setup["seed"] + 123, n_docs=setup["cfg"]["n_ppl_docs"], exclude=eval_keys(setup["splits"])
+    )
+
 
 def forgetting_runs(setup: dict, out_dir, sft_model=None, extra: dict | None = None) -> dict:
     "Perplexity on held-out pretraining text and exact match, for base, SFT, SFT with pretraining text mixed in, and any `extra` models."
     from instruct_course.models import load_model, perplexity
     from instruct_course.sft import evaluate_exact_match
+
     s, c, tok, out = setup["splits"], setup["cfg"], setup["tok"], Path(out_dir)
     held = heldout_pretraining_text(setup)
-    if sft_model is None: sft_model, _ = _train(setup, s["train"], out / "sft", s["heldout_instances"])
+    if sft_model is None:
+        sft_model, _ = _train(setup, s["train"], out / "sft", s["heldout_instances"])
     docs = pretraining_text(seed=setup["seed"] + 456, n_docs=2000, exclude=eval_keys(s))
     mix_ds = mix_pretraining(s["train"], docs, tok, ratio=c["mix_ratio"], seed=setup["seed"])
     mix_model, _ = _train(setup, mix_ds, out / "sft_mix", s["heldout_instances"])
     res = {"n_docs": len(held), "mix_ratio": c["mix_ratio"], "models": {}}
-    models = [("base", load_model("tiny", device="cpu")), ("SFT", sft_model), (f"SFT + {c['mix_ratio']:.0%} pretraining text", mix_model)]
+    models = [
+        ("base", load_model("tiny", device="cpu")),
+        ("SFT", sft_model),
+        (f"SFT + {c['mix_ratio']:.0%} pretraining text", mix_model),
+    ]
     for name, m in models + list((extra or {}).items()):
         em = evaluate_exact_match(m, tok, s["heldout_instances"])["exact_match"]
         res["models"][name] = {"perplexity": perplexity(m, tok, held), "exact_match": em}
     return res
 
+
 def plot_forgetting(res: dict, ax=None, title="Forgetting: perplexity on held-out pretraining text"):
     "Bars of perplexity per model, with exact match on held-out instructions written on each bar."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
-    names = list(res["models"]); ppl = [res["models"][n]["perplexity"] for n in names]
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    names = list(res["models"])
+    ppl = [res["models"][n]["perplexity"] for n in names]
     bars = ax.bar(range(len(names)), ppl, color=["grey", "C3", "C2", "C1", "C4"][: len(names)])
-    ax.bar_label(bars, labels=[f"ppl {p:.2f}\nEM {res['models'][n]['exact_match']:.0%}" for n, p in zip(names, ppl)], fontsize=8)
-    ax.set_xticks(range(len(names)), ["\n".join(textwrap.wrap(n, 16)) for n in names], fontsize=8); ax.set_ylabel("perplexity (lower is better)"); ax.set_ylim(0, max(ppl) * 1.3)
-    ax.set_title(title); ax.grid(axis="y", alpha=.3)
+    ax.bar_label(
+        bars, labels=[f"ppl {p:.2f}\nEM {res['models'][n]['exact_match']:.0%}" for n, p in zip(names, ppl)], fontsize=8
+    )
+    ax.set_xticks(range(len(names)), ["\n".join(textwrap.wrap(n, 16)) for n in names], fontsize=8)
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_ylim(0, max(ppl) * 1.3)
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
     return ax
 
+
 # %% ../nbs/13_pitfalls.ipynb #aa67cc7f
-def contamination_runs(setup: dict, out_dir, clean_model=None, n: int | None = None, threshold: float | None = None) -> dict:
+def contamination_runs(
+    setup: dict, out_dir, clean_model=None, n: int | None = None, threshold: float | None = None
+) -> dict:
     """Train with leaked eval items (`leak_per_family` per family, `leak_copies` copies each); run the evaluation lesson's n-gram
     contamination check; score all, flagged and clean items for the leaked model and for a model trained without the leak."""
     from instruct_course.evaluation import contamination_report, plant_leak, score_with_without
     from instruct_course.sft import evaluate_exact_match
+
     s, c, tok, out = setup["splits"], setup["cfg"], setup["tok"], Path(out_dir)
-    kw = {k: v for k, v in (("n", n), ("threshold", threshold)) if v is not None}  # default: the evaluation lesson's n and threshold
-    ev = s["heldout_instances"]; by = {}
-    for i, r in enumerate(ev): by.setdefault(r["task"], []).append(i)
+    kw = {
+        k: v for k, v in (("n", n), ("threshold", threshold)) if v is not None
+    }  # default: the evaluation lesson's n and threshold
+    ev = s["heldout_instances"]
+    by = {}
+    for i, r in enumerate(ev):
+        by.setdefault(r["task"], []).append(i)
     leaked = sorted(i for idx in by.values() for i in idx[: c["leak_per_family"]])
     train_leak = plant_leak(s["train"], ev, leaked, copies=c["leak_copies"], seed=setup["seed"])
     leak_model, _ = _train(setup, train_leak, out / "sft_leak", None)
-    if clean_model is None: clean_model, _ = _train(setup, s["train"], out / "sft", None)
+    if clean_model is None:
+        clean_model, _ = _train(setup, s["train"], out / "sft", None)
     report = contamination_report(train_leak, ev, **kw)
     clean_report = contamination_report(s["train"], ev, **kw)
-    flagged = set(report["flagged"]); found = flagged & set(leaked)
+    flagged = set(report["flagged"])
+    found = flagged & set(leaked)
+
     def scores(model):
         sw = score_with_without(evaluate_exact_match(model, tok, ev)["predictions"], sorted(flagged), metric="correct")
         return {"all": sw["all"], "clean": sw["clean"], "flagged": sw["flagged"]}
-    return {"n_eval": len(ev), "leaked": leaked, "flagged": sorted(flagged), "n": report["n"], "threshold": report["threshold"],
-            "recall": len(found) / len(leaked), "precision": len(found) / max(len(flagged), 1),
-            "false_flags_without_leak": clean_report["n_flagged"], "leaked_model": scores(leak_model), "clean_model": scores(clean_model)}
+
+    return {
+        "n_eval": len(ev),
+        "leaked": leaked,
+        "flagged": sorted(flagged),
+        "n": report["n"],
+        "threshold": report["threshold"],
+        "recall": len(found) / len(leaked),
+        "precision": len(found) / max(len(flagged), 1),
+        "false_flags_without_leak": clean_report["n_flagged"],
+        "leaked_model": scores(leak_model),
+        "clean_model": scores(clean_model),
+    }
+
 
 def plot_contamination(res: dict, ax=None, title="Contamination: exact match on the held-out set"):
     "Exact match of the leaked and the clean model on all items, the flagged ones and the clean ones."
-    import matplotlib.pyplot as plt, numpy as np
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
-    parts = ["all", "flagged", "clean"]; x = np.arange(len(parts))
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    parts = ["all", "flagged", "clean"]
+    x = np.arange(len(parts))
     for k, (name, key) in enumerate((("trained with leaked items", "leaked_model"), ("trained clean", "clean_model"))):
         vals = [res[key][p] for p in parts]
-        b = ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=name, color=["C3", "C0"][k]); ax.bar_label(b, labels=[f"{v:.0%}" for v in vals], fontsize=8)
-    ax.set_xticks(x, [f"all {res['n_eval']} items", f"flagged ({len(res['flagged'])})", f"not flagged ({res['n_eval'] - len(res['flagged'])})"])
-    ax.set_ylim(0, 1.15); ax.set_ylabel("exact match"); ax.set_title(title); ax.legend(fontsize=8); ax.grid(axis="y", alpha=.3)
+        b = ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=name, color=["C3", "C0"][k])
+        ax.bar_label(b, labels=[f"{v:.0%}" for v in vals], fontsize=8)
+    ax.set_xticks(
+        x,
+        [
+            f"all {res['n_eval']} items",
+            f"flagged ({len(res['flagged'])})",
+            f"not flagged ({res['n_eval'] - len(res['flagged'])})",
+        ],
+    )
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("exact match")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
     return ax
 
+
 # %% ../nbs/13_pitfalls.ipynb #c8cf0f2a
-def run_pitfalls_experiment(out_dir: str | Path = "runs/pitfalls", seed: int = 0, quick: bool = False, progress: bool = True) -> dict:
+def run_pitfalls_experiment(
+    out_dir: str | Path = "runs/pitfalls", seed: int = 0, quick: bool = False, progress: bool = True
+) -> dict:
     "All four pitfalls with their cures; writes pitfalls.json and pitfalls.png under `out_dir` and returns the numbers."
     from matplotlib.figure import Figure
     from tqdm.auto import tqdm
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    setup = pitfall_setup(seed=seed, quick=quick); c = setup["cfg"]; res = {"seed": seed, "quick": quick, "config": c}
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup = pitfall_setup(seed=seed, quick=quick)
+    c = setup["cfg"]
+    res = {"seed": seed, "quick": quick, "config": c}
     bar = tqdm(total=4, desc="pitfalls", disable=not progress)
     with Timer() as total:
         small, held = overfit_data(setup)
-        _, log_full = _train(setup, small, out / "overfit", held, max_steps=c["overfit_steps"], batch_size=c["overfit_batch"],
-                             eval_steps=c["overfit_eval_steps"], logging_steps=c["overfit_eval_steps"])
-        ev = curves(log_full)["eval"]; bi, si = early_stop_index([l for _, l in ev], patience=c["patience"])
+        _, log_full = _train(
+            setup,
+            small,
+            out / "overfit",
+            held,
+            max_steps=c["overfit_steps"],
+            batch_size=c["overfit_batch"],
+            eval_steps=c["overfit_eval_steps"],
+            logging_steps=c["overfit_eval_steps"],
+        )
+        ev = curves(log_full)["eval"]
+        bi, si = early_stop_index([l for _, l in ev], patience=c["patience"])
         stopper = EvalLossEarlyStopping(patience=c["patience"])
-        _, log_es = _train(setup, small, out / "overfit_es", held, max_steps=c["overfit_steps"], batch_size=c["overfit_batch"],
-                           eval_steps=c["overfit_eval_steps"], logging_steps=c["overfit_eval_steps"], callbacks=[stopper])
-        res["overfitting"] = {"n_train": len(small), "steps": c["overfit_steps"], "min_eval_loss_step": ev[bi][0], "min_eval_loss": ev[bi][1],
-                              "final_eval_loss": ev[-1][1], "final_train_loss": curves(log_full)["train"][-1][1],
-                              "rule_stop_step": ev[si][0] if si is not None else None, "callback_stop_step": stopper.stopped_step,
-                              "callback_best_step": stopper.best_step, "restored": stopper.restored, "log": log_full}
+        _, log_es = _train(
+            setup,
+            small,
+            out / "overfit_es",
+            held,
+            max_steps=c["overfit_steps"],
+            batch_size=c["overfit_batch"],
+            eval_steps=c["overfit_eval_steps"],
+            logging_steps=c["overfit_eval_steps"],
+            callbacks=[stopper],
+        )
+        res["overfitting"] = {
+            "n_train": len(small),
+            "steps": c["overfit_steps"],
+            "min_eval_loss_step": ev[bi][0],
+            "min_eval_loss": ev[bi][1],
+            "final_eval_loss": ev[-1][1],
+            "final_train_loss": curves(log_full)["train"][-1][1],
+            "rule_stop_step": ev[si][0] if si is not None else None,
+            "callback_stop_step": stopper.stopped_step,
+            "callback_best_step": stopper.best_step,
+            "restored": stopper.restored,
+            "log": log_full,
+        }
         bar.update()
-        under = underfitting_runs(setup, out / "underfit"); good = under["course lr 2e-3"]["model"]
+        under = underfitting_runs(setup, out / "underfit")
+        good = under["course lr 2e-3"]["model"]
         res["underfitting"] = {k: {kk: vv for kk, vv in v.items() if kk != "model"} for k, v in under.items()}
         bar.update()
-        res["forgetting"] = forgetting_runs(setup, out / "forgetting", sft_model=good, extra={"SFT at lr 2e-5 (underfit)": under["tutorial lr 2e-5"]["model"]}); bar.update()
-        res["contamination"] = contamination_runs(setup, out / "contamination", clean_model=good); bar.update()
-    bar.close(); res["seconds"] = round(total.seconds, 1); res["threads"] = torch.get_num_threads()
-    fig = Figure(figsize=(12, 8)); axs = fig.subplots(2, 2)
-    plot_overfitting(log_full, stopper.best_step, stopper.stopped_step, ax=axs[0, 0]); plot_underfitting(res["underfitting"], ax=axs[0, 1])
-    plot_forgetting(res["forgetting"], ax=axs[1, 0]); plot_contamination(res["contamination"], ax=axs[1, 1])
-    fig.tight_layout(); fig.savefig(out / "pitfalls.png", dpi=110)
+        res["forgetting"] = forgetting_runs(
+            setup,
+            out / "forgetting",
+            sft_model=good,
+            extra={"SFT at lr 2e-5 (underfit)": under["tutorial lr 2e-5"]["model"]},
+        )
+        bar.update()
+        res["contamination"] = contamination_runs(setup, out / "contamination", clean_model=good)
+        bar.update()
+    bar.close()
+    res["seconds"] = round(total.seconds, 1)
+    res["threads"] = torch.get_num_threads()
+    fig = Figure(figsize=(12, 8))
+    axs = fig.subplots(2, 2)
+    plot_overfitting(log_full, stopper.best_step, stopper.stopped_step, ax=axs[0, 0])
+    plot_underfitting(res["underfitting"], ax=axs[0, 1])
+    plot_forgetting(res["forgetting"], ax=axs[1, 0])
+    plot_contamination(res["contamination"], ax=axs[1, 1])
+    fig.tight_layout()
+    fig.savefig(out / "pitfalls.png", dpi=110)
     save_json(res, out / "pitfalls.json")
-    if progress: print(f"wrote {out/'pitfalls.json'} and {out/'pitfalls.png'} ({res['seconds']:.0f} s)")
+    if progress:
+        print(f"wrote {out / 'pitfalls.json'} and {out / 'pitfalls.png'} ({res['seconds']:.0f} s)")
     return res

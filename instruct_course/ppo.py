@@ -4,71 +4,153 @@
 
 # %% ../nbs/07_ppo.ipynb #672938c6
 from __future__ import annotations
-import math, time, copy, json, warnings
-from dataclasses import dataclass, asdict, field, fields
+
+import copy
+import json
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+
 import numpy as np
-import torch, torch.nn as nn, torch.nn.functional as F
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
 from tqdm.auto import tqdm
-from .core import CourseError, seed_everything, assets_dir, save_json, run_dir, Timer, pick_device
-from .models import load_model, load_tokenizer, pack_blocks
+
+from .core import CourseError, assets_dir, pick_device, save_json, seed_everything
 from .masking import format_prompt, position_ids_from_mask
-from .world import make_splits, pretraining_text, eval_keys, score_response
+from .models import load_model, load_tokenizer, pack_blocks
+from .world import eval_keys, make_splits, pretraining_text
 
 # %% auto #0
-__all__ = ['PPO_PROVENANCE', 'HISTORY_KEYS', 'PLOT_PANELS', 'OVEROPT_RUNS', 'PPOConfig', 'logprobs_from_logits',
-           'entropy_from_logits', 'masked_mean', 'masked_var', 'masked_whiten', 'kl_penalty', 'per_token_rewards',
-           'compute_gae', 'policy_loss', 'value_loss', 'FixedKLController', 'AdaptiveKLController',
-           'PolicyWithValueHead', 'response_logprobs', 'load_policy', 'check_same_tokenizer', 'rollout',
-           'score_rollout', 'make_experience', 'ppo_loss', 'train_ppo', 'gold_eval', 'sequence_kl', 'plot_history',
-           'LivePlot', 'smooth', 'LengthBiasedProxy', 'plot_overoptimization', 'run_overoptimization', 'bench_ppo']
+__all__ = [
+    "PPO_PROVENANCE",
+    "HISTORY_KEYS",
+    "PLOT_PANELS",
+    "OVEROPT_RUNS",
+    "PPOConfig",
+    "logprobs_from_logits",
+    "entropy_from_logits",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "kl_penalty",
+    "per_token_rewards",
+    "compute_gae",
+    "policy_loss",
+    "value_loss",
+    "FixedKLController",
+    "AdaptiveKLController",
+    "PolicyWithValueHead",
+    "response_logprobs",
+    "load_policy",
+    "check_same_tokenizer",
+    "rollout",
+    "score_rollout",
+    "make_experience",
+    "ppo_loss",
+    "train_ppo",
+    "gold_eval",
+    "sequence_kl",
+    "plot_history",
+    "LivePlot",
+    "smooth",
+    "LengthBiasedProxy",
+    "plot_overoptimization",
+    "run_overoptimization",
+    "bench_ppo",
+]
+
 
 # %% ../nbs/07_ppo.ipynb #8c54c592
 @dataclass
 class PPOConfig:
     "Hyper-parameters of `train_ppo`. Defaults are the course's values for the tiny model on a CPU; comments give the published ones."
-    steps: int = 40                  # PPO iterations (one rollout batch + its update each); ~1-2 s each on 2 CPU cores
-    batch_size: int = 32             # prompts per rollout. Ziegler et al. 2019: 512; TRL PPOTrainer: 256 (too slow here)
-    mini_batch_size: int = 16        # rollouts per gradient step. TRL: 1..256 by task
-    ppo_epochs: int = 2              # passes over each rollout batch. Schulman et al. 2017 / TRL: 4; fewer keeps CPU time down
-    max_new_tokens: int = 48         # response budget; the world's longest answers (worked arithmetic) need ~45 tokens
-    temperature: float = 1.0         # sampling temperature T. Log-probs are computed from logits / T (pitfall 9)
-    learning_rate: float = 2e-4      # course value (SFT used 2e-3). TRL: 1.41e-5 for GPT-2; large models: ~1e-5
-    max_grad_norm: float = 1.0       # gradient clipping, as in most PPO-for-LM code (TRL, OpenRLHF)
-    cliprange: float = 0.2           # ε of the clipped surrogate (Schulman et al. 2017; TRL default)
-    cliprange_value: float = 0.2     # value clipping around the rollout's values (OpenAI Baselines PPO2; TRL default)
-    vf_coef: float = 0.1             # weight of the value loss (TRL default); the value head shares the policy trunk
-    gamma: float = 1.0               # no discounting inside one response (Ziegler et al. 2019; TRL default)
-    lam: float = 0.95                # GAE λ (Schulman et al. 2016; Ziegler et al. 2019; TRL default)
-    kl_coef: float = 0.05            # initial β. InstructGPT (Ouyang et al. 2022): 0.02; TRL init_kl_coef: 0.2; Ziegler: 0.1 (adaptive)
-    kl_estimator: str = "k1"         # per-token KL estimator: "k1" = log p - log p_ref (unbiased); "k3" = (r - 1) - log r, r = p_ref/p (>= 0)
-    adaptive_kl: bool = True         # Ziegler et al. 2019 adaptive β; False = fixed β (InstructGPT)
-    target_kl: float = 2.0           # target sequence KL in nats. Ziegler / TRL: 6 (for 24-token continuations of GPT-2); our answers are ~15 tokens
-    horizon: int = 2000              # samples over which β may change by e^{±0.2}. Ziegler / TRL: 10 000 (we see ~1 000 samples per run)
-    value_init: str = "head"         # "head": zero-init linear head on the policy trunk (Ziegler; TRL); "rm": separate value model copied from the RM (InstructGPT)
-    normalize_scores: bool = True    # "head" mode: scale scores to mean 0, std 1 on the initial policy's samples (Ziegler et al. 2019)
-    value_lr_mult: float = 10.0      # "head" mode: the zero-initialised head learns this many times faster than the trunk (course choice)
-    missing_eos_penalty: float = 1.0 # subtracted from the (normalised) score of a response without EOS (TRL's missing_eos_penalty)
-    whiten_rewards: bool = False     # whiten the per-token rewards before GAE (TRL option; off by default there too)
-    advantage_floor: float | None = None  # clamp whitened advantages from below; 0 = learn only from better-than-average tokens (course experiment, not standard PPO)
-    ptx_coef: float = 0.0            # γ of PPO-ptx (pretraining log-likelihood mix). InstructGPT: 27.8; 0 = plain PPO
-    ptx_batch_size: int = 8          # pretraining blocks per gradient step when ptx_coef > 0
-    ptx_block_size: int = 64         # tokens per pretraining block
+
+    steps: int = 40  # PPO iterations (one rollout batch + its update each); ~1-2 s each on 2 CPU cores
+    batch_size: int = 32  # prompts per rollout. Ziegler et al. 2019: 512; TRL PPOTrainer: 256 (too slow here)
+    mini_batch_size: int = 16  # rollouts per gradient step. TRL: 1..256 by task
+    ppo_epochs: int = 2  # passes over each rollout batch. Schulman et al. 2017 / TRL: 4; fewer keeps CPU time down
+    max_new_tokens: int = 48  # response budget; the world's longest answers (worked arithmetic) need ~45 tokens
+    temperature: float = 1.0  # sampling temperature T. Log-probs are computed from logits / T (pitfall 9)
+    learning_rate: float = 2e-4  # course value (SFT used 2e-3). TRL: 1.41e-5 for GPT-2; large models: ~1e-5
+    max_grad_norm: float = 1.0  # gradient clipping, as in most PPO-for-LM code (TRL, OpenRLHF)
+    cliprange: float = 0.2  # ε of the clipped surrogate (Schulman et al. 2017; TRL default)
+    cliprange_value: float = 0.2  # value clipping around the rollout's values (OpenAI Baselines PPO2; TRL default)
+    vf_coef: float = 0.1  # weight of the value loss (TRL default); the value head shares the policy trunk
+    gamma: float = 1.0  # no discounting inside one response (Ziegler et al. 2019; TRL default)
+    lam: float = 0.95  # GAE λ (Schulman et al. 2016; Ziegler et al. 2019; TRL default)
+    kl_coef: float = (
+        0.05  # initial β. InstructGPT (Ouyang et al. 2022): 0.02; TRL init_kl_coef: 0.2; Ziegler: 0.1 (adaptive)
+    )
+    kl_estimator: str = (
+        "k1"  # per-token KL estimator: "k1" = log p - log p_ref (unbiased); "k3" = (r - 1) - log r, r = p_ref/p (>= 0)
+    )
+    adaptive_kl: bool = True  # Ziegler et al. 2019 adaptive β; False = fixed β (InstructGPT)
+    target_kl: float = 2.0  # target sequence KL in nats. Ziegler / TRL: 6 (for 24-token continuations of GPT-2); our answers are ~15 tokens
+    horizon: int = (
+        2000  # samples over which β may change by e^{±0.2}. Ziegler / TRL: 10 000 (we see ~1 000 samples per run)
+    )
+    value_init: str = "head"  # "head": zero-init linear head on the policy trunk (Ziegler; TRL); "rm": separate value model copied from the RM (InstructGPT)
+    normalize_scores: bool = (
+        True  # "head" mode: scale scores to mean 0, std 1 on the initial policy's samples (Ziegler et al. 2019)
+    )
+    value_lr_mult: float = (
+        10.0  # "head" mode: the zero-initialised head learns this many times faster than the trunk (course choice)
+    )
+    missing_eos_penalty: float = (
+        1.0  # subtracted from the (normalised) score of a response without EOS (TRL's missing_eos_penalty)
+    )
+    whiten_rewards: bool = False  # whiten the per-token rewards before GAE (TRL option; off by default there too)
+    advantage_floor: float | None = (
+        None  # clamp whitened advantages from below; 0 = learn only from better-than-average tokens (course experiment, not standard PPO)
+    )
+    ptx_coef: float = 0.0  # γ of PPO-ptx (pretraining log-likelihood mix). InstructGPT: 27.8; 0 = plain PPO
+    ptx_batch_size: int = 8  # pretraining blocks per gradient step when ptx_coef > 0
+    ptx_block_size: int = 64  # tokens per pretraining block
     seed: int = 0
 
     def __post_init__(self):
-        for k in ("steps", "batch_size", "mini_batch_size", "ppo_epochs", "max_new_tokens", "horizon", "ptx_batch_size", "ptx_block_size"):
-            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1: raise CourseError(f"PPOConfig.{k} must be a positive int, got {getattr(self, k)!r}")
-        if self.batch_size % self.mini_batch_size: raise CourseError(f"PPOConfig.batch_size ({self.batch_size}) must be a multiple of mini_batch_size ({self.mini_batch_size})")
-        if not self.temperature > 0: raise CourseError(f"PPOConfig.temperature must be > 0 (PPO needs a sampling policy), got {self.temperature}")
-        if self.value_init not in ("rm", "head"): raise CourseError(f"PPOConfig.value_init must be 'rm' or 'head', got {self.value_init!r}")
-        if self.kl_estimator not in ("k1", "k3"): raise CourseError(f"PPOConfig.kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
+        for k in (
+            "steps",
+            "batch_size",
+            "mini_batch_size",
+            "ppo_epochs",
+            "max_new_tokens",
+            "horizon",
+            "ptx_batch_size",
+            "ptx_block_size",
+        ):
+            if not isinstance(getattr(self, k), int) or getattr(self, k) < 1:
+                raise CourseError(f"PPOConfig.{k} must be a positive int, got {getattr(self, k)!r}")
+        if self.batch_size % self.mini_batch_size:
+            raise CourseError(
+                f"PPOConfig.batch_size ({self.batch_size}) must be a multiple of mini_batch_size ({self.mini_batch_size})"
+            )
+        if not self.temperature > 0:
+            raise CourseError(
+                f"PPOConfig.temperature must be > 0 (PPO needs a sampling policy), got {self.temperature}"
+            )
+        if self.value_init not in ("rm", "head"):
+            raise CourseError(f"PPOConfig.value_init must be 'rm' or 'head', got {self.value_init!r}")
+        if self.kl_estimator not in ("k1", "k3"):
+            raise CourseError(f"PPOConfig.kl_estimator must be 'k1' or 'k3', got {self.kl_estimator!r}")
         for k in ("kl_coef", "target_kl", "ptx_coef", "cliprange", "cliprange_value", "vf_coef"):
-            if not getattr(self, k) >= 0: raise CourseError(f"PPOConfig.{k} must be >= 0, got {getattr(self, k)!r}")
-        if self.advantage_floor is not None and not (isinstance(self.advantage_floor, (int, float)) and math.isfinite(self.advantage_floor) and self.advantage_floor <= 0):
-            raise CourseError(f"PPOConfig.advantage_floor must be None or a finite number <= 0 (whitened advantages have mean 0), got {self.advantage_floor!r}")
-        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1): raise CourseError(f"PPOConfig.gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
+            if not getattr(self, k) >= 0:
+                raise CourseError(f"PPOConfig.{k} must be >= 0, got {getattr(self, k)!r}")
+        if self.advantage_floor is not None and not (
+            isinstance(self.advantage_floor, (int, float))
+            and math.isfinite(self.advantage_floor)
+            and self.advantage_floor <= 0
+        ):
+            raise CourseError(
+                f"PPOConfig.advantage_floor must be None or a finite number <= 0 (whitened advantages have mean 0), got {self.advantage_floor!r}"
+            )
+        if not (0 <= self.gamma <= 1 and 0 <= self.lam <= 1):
+            raise CourseError(f"PPOConfig.gamma and lam must be in [0, 1], got {self.gamma}, {self.lam}")
+
 
 PPO_PROVENANCE = {
     "Ziegler et al. 2019": "Fine-Tuning Language Models from Human Preferences (lm-human-preferences): per-token KL penalty, adaptive β with target KL and horizon, γ=1, λ=0.95",
@@ -79,17 +161,21 @@ PPO_PROVENANCE = {
     "Schulman 2020, 'Approximating KL divergence'": "the k1 and k3 estimators",
 }
 
+
 # %% ../nbs/07_ppo.ipynb #df1fd1ac
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     "log π(token) under softmax(logits / T): `[B, L, V]`, `[B, L]` → `[B, L]` (float32)."
-    if not temperature > 0: raise CourseError(f"temperature must be > 0, got {temperature}")
+    if not temperature > 0:
+        raise CourseError(f"temperature must be > 0, got {temperature}")
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     "Per-position entropy (nats) of softmax(logits / T): `[B, L, V]` → `[B, L]`."
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
+
 
 # %% ../nbs/07_ppo.ipynb #e5c243c6
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -97,27 +183,34 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     mask = mask.to(x.dtype)
     return (x * mask).sum() / mask.sum().clamp(min=1.0)
 
+
 def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
     "Variance of `x` over the unmasked positions (Bessel-corrected by default)."
-    mask = mask.to(x.dtype); n = mask.sum()
+    mask = mask.to(x.dtype)
+    n = mask.sum()
     var = masked_mean((x - masked_mean(x, mask)) ** 2, mask)
     return var * n / (n - 1) if unbiased and n > 1 else var
+
 
 def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) -> torch.Tensor:
     "Standardise `x` with the statistics of its unmasked entries; masked entries are set to 0."
     mean, var = masked_mean(x, mask), masked_var(x, mask)
     w = (x - mean) * torch.rsqrt(var + 1e-8)
-    if not shift_mean: w = w + mean
+    if not shift_mean:
+        w = w + mean
     return w * mask.to(x.dtype)
+
 
 # %% ../nbs/07_ppo.ipynb #43523b8c
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     "Per-token KL(π‖π_ref) estimate from log-probs of the sampled tokens: 'k1' = log p − log p_ref, 'k3' = (r − 1) − log r, r = p_ref/p."
-    if estimator == "k1": return logp - ref_logp
+    if estimator == "k1":
+        return logp - ref_logp
     if estimator == "k3":
         log_r = ref_logp - logp
         return log_r.exp() - 1 - log_r
     raise CourseError(f"unknown KL estimator {estimator!r}: use 'k1' or 'k3'")
+
 
 def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
     "Rewards `[B, L]`: −β·KL_t on every response token, plus the sequence score on the last real token (EOS when present)."
@@ -127,11 +220,17 @@ def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
     rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
     return rewards
 
+
 # %% ../nbs/07_ppo.ipynb #c48aacf1
-def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     "GAE over response tokens. `rewards`, `values`, `mask`: `[B, L]`, responses right-padded. Returns `(advantages, returns)`, zero at padding."
-    mask = mask.to(values.dtype); rewards, values = rewards * mask, values * mask
-    B, L = rewards.shape; adv = torch.zeros_like(rewards); last = torch.zeros(B, dtype=values.dtype, device=values.device)
+    mask = mask.to(values.dtype)
+    rewards, values = rewards * mask, values * mask
+    B, L = rewards.shape
+    adv = torch.zeros_like(rewards)
+    last = torch.zeros(B, dtype=values.dtype, device=values.device)
     for t in reversed(range(L)):
         next_v = values[:, t + 1] if t + 1 < L else torch.zeros_like(last)
         delta = rewards[:, t] + gamma * next_v - values[:, t]
@@ -139,83 +238,144 @@ def compute_gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
         adv[:, t] = last
     return adv, (adv + values) * mask
 
+
 # %% ../nbs/07_ppo.ipynb #f0e75c6e
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float = 0.2) -> tuple[torch.Tensor, dict]:
+def policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, cliprange: float = 0.2
+) -> tuple[torch.Tensor, dict]:
     "PPO clipped surrogate (a loss to minimise) and stats: clip fraction, approx KL(old‖new) = ½(log ρ)²."
-    log_ratio = logp - old_logp; ratio = log_ratio.exp()
+    log_ratio = logp - old_logp
+    ratio = log_ratio.exp()
     unclipped, clipped = -advantages * ratio, -advantages * ratio.clamp(1 - cliprange, 1 + cliprange)
     loss = masked_mean(torch.max(unclipped, clipped), mask)
     with torch.no_grad():
-        stats = {"clip_frac": masked_mean((clipped > unclipped).float(), mask).item(), "approx_kl": masked_mean(0.5 * log_ratio ** 2, mask).item()}
+        stats = {
+            "clip_frac": masked_mean((clipped > unclipped).float(), mask).item(),
+            "approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
+        }
     return loss, stats
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, cliprange_value: float = 0.2) -> tuple[torch.Tensor, dict]:
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float = 0.2,
+) -> tuple[torch.Tensor, dict]:
     "Clipped value loss ½·max((V−R)², (V_clipped−R)²) over real tokens, and the fraction clipped."
     v_clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     l1, l2 = (values - returns) ** 2, (v_clipped - returns) ** 2
     loss = 0.5 * masked_mean(torch.max(l1, l2), mask)
-    with torch.no_grad(): stats = {"vf_clip_frac": masked_mean((l2 > l1).float(), mask).item()}
+    with torch.no_grad():
+        stats = {"vf_clip_frac": masked_mean((l2 > l1).float(), mask).item()}
     return loss, stats
+
 
 # %% ../nbs/07_ppo.ipynb #ac7b96d7
 class FixedKLController:
     "Constant β (InstructGPT style)."
-    def __init__(self, kl_coef: float): self.value = float(kl_coef)
-    def update(self, current_kl: float, n_samples: int) -> float: return self.value
+
+    def __init__(self, kl_coef: float):
+        self.value = float(kl_coef)
+
+    def update(self, current_kl: float, n_samples: int) -> float:
+        return self.value
+
 
 class AdaptiveKLController:
     "Ziegler et al. 2019: β ← β·(1 + clip(KL/target − 1, ±0.2)·n/horizon)."
+
     def __init__(self, kl_coef: float, target: float, horizon: int):
-        if not target > 0: raise CourseError(f"adaptive KL needs target_kl > 0, got {target}")
+        if not target > 0:
+            raise CourseError(f"adaptive KL needs target_kl > 0, got {target}")
         self.value, self.target, self.horizon = float(kl_coef), float(target), int(horizon)
+
     def update(self, current_kl: float, n_samples: int) -> float:
         err = float(np.clip(current_kl / self.target - 1, -0.2, 0.2))
         self.value *= 1 + err * n_samples / self.horizon
         return self.value
 
+
 # %% ../nbs/07_ppo.ipynb #6fb78df4
 class PolicyWithValueHead(nn.Module):
     "A causal LM plus a value function: a separate `value_model` (a `RewardModel`-like module with `.trunk` and `.head`) or, if None, a zero-initialised linear head on the LM's last hidden state."
+
     def __init__(self, lm: nn.Module, value_model: nn.Module | None = None):
         super().__init__()
         self.lm, self.value_model = lm, value_model
         if value_model is None:
             self.v_head = nn.Linear(lm.config.get_text_config().hidden_size, 1)
-            nn.init.zeros_(self.v_head.weight); nn.init.zeros_(self.v_head.bias)
-        else: self.v_head = None
+            nn.init.zeros_(self.v_head.weight)
+            nn.init.zeros_(self.v_head.bias)
+        else:
+            self.v_head = None
 
-    def value_parameters(self): return (self.v_head if self.value_model is None else self.value_model).parameters()
+    def value_parameters(self):
+        return (self.v_head if self.value_model is None else self.value_model).parameters()
 
     def forward(self, input_ids, attention_mask, position_ids=None):
-        out = self.lm(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, output_hidden_states=self.value_model is None, use_cache=False)
-        if self.value_model is None: values = self.v_head(out.hidden_states[-1].float()).squeeze(-1)
+        out = self.lm(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            output_hidden_states=self.value_model is None,
+            use_cache=False,
+        )
+        if self.value_model is None:
+            values = self.v_head(out.hidden_states[-1].float()).squeeze(-1)
         else:
-            h = self.value_model.trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+            h = self.value_model.trunk(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            ).last_hidden_state
             values = self.value_model.head(h.to(self.value_model.head.weight.dtype)).squeeze(-1).float()
         return out.logits, values
 
-def response_logprobs(model: nn.Module, query: torch.Tensor, query_mask: torch.Tensor, response: torch.Tensor, response_mask: torch.Tensor,
-                      temperature: float = 1.0, with_values: bool = False):
+
+def response_logprobs(
+    model: nn.Module,
+    query: torch.Tensor,
+    query_mask: torch.Tensor,
+    response: torch.Tensor,
+    response_mask: torch.Tensor,
+    temperature: float = 1.0,
+    with_values: bool = False,
+):
     "Log-probs at T of each response token (`[B, R]`), the logits that predicted them, and values when `model` has a value head."
-    ids = torch.cat([query, response], 1); am = torch.cat([query_mask, response_mask], 1).long(); P = query.shape[1]
-    if with_values: logits, values = model(ids, am, position_ids_from_mask(am))
-    else: logits, values = model(input_ids=ids, attention_mask=am, position_ids=position_ids_from_mask(am), use_cache=False).logits, None
-    logits = logits[:, P - 1:-1]
+    ids = torch.cat([query, response], 1)
+    am = torch.cat([query_mask, response_mask], 1).long()
+    P = query.shape[1]
+    if with_values:
+        logits, values = model(ids, am, position_ids_from_mask(am))
+    else:
+        logits, values = (
+            model(input_ids=ids, attention_mask=am, position_ids=position_ids_from_mask(am), use_cache=False).logits,
+            None,
+        )
+    logits = logits[:, P - 1 : -1]
     lp = logprobs_from_logits(logits, response, temperature)
-    return lp, logits, (values[:, P - 1:-1] if values is not None else None)
+    return lp, logits, (values[:, P - 1 : -1] if values is not None else None)
+
 
 # %% ../nbs/07_ppo.ipynb #07952d1b
 def load_policy(name_or_model="tiny-sft", tokenizer=None):
-    "`(causal LM, tokenizer)` from a name (\"tiny-sft\", any `load_model` name, local dir, hub id) or a loaded model plus `tokenizer`."
+    '`(causal LM, tokenizer)` from a name ("tiny-sft", any `load_model` name, local dir, hub id) or a loaded model plus `tokenizer`.'
     if isinstance(name_or_model, (str, Path)):
         name = str(name_or_model)
         if name == "tiny-sft" and not Path(name).is_dir():
-            try: return load_model(name, device="cpu", dtype=torch.float32), tokenizer or load_tokenizer(name)
-            except CourseError: name = str(assets_dir() / "tiny-sft")
+            try:
+                return load_model(name, device="cpu", dtype=torch.float32), tokenizer or load_tokenizer(name)
+            except CourseError:
+                name = str(assets_dir() / "tiny-sft")
         return load_model(name, device="cpu", dtype=torch.float32), tokenizer or load_tokenizer(name)
-    if tokenizer is None: raise CourseError("train_ppo got a model object but no tokenizer: pass tokenizer=... (the one the model was trained with)")
-    if tokenizer.pad_token is None: tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer is None:
+        raise CourseError(
+            "train_ppo got a model object but no tokenizer: pass tokenizer=... (the one the model was trained with)"
+        )
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
     return name_or_model, tokenizer
+
 
 def check_same_tokenizer(policy_tok, reward_tok=None, reward_model=None) -> None:
     "Raise `CourseError` unless the reward model reads the same token ids as the policy writes."
@@ -223,38 +383,66 @@ def check_same_tokenizer(policy_tok, reward_tok=None, reward_model=None) -> None
         va, vb = policy_tok.get_vocab(), reward_tok.get_vocab()
         if va != vb or policy_tok.eos_token_id != reward_tok.eos_token_id:
             diff = len(set(va.items()) ^ set(vb.items()))
-            raise CourseError(f"the reward model and the policy use different tokenizers (vocab sizes {len(va)} vs {len(vb)}, {diff} differing entries, "
-                              f"EOS ids {policy_tok.eos_token_id} vs {reward_tok.eos_token_id}): the RM would score token ids it never saw. "
-                              "Train the reward model from the policy's own SFT model, or pass a text-level reward function fn(records, responses).")
+            raise CourseError(
+                f"the reward model and the policy use different tokenizers (vocab sizes {len(va)} vs {len(vb)}, {diff} differing entries, "
+                f"EOS ids {policy_tok.eos_token_id} vs {reward_tok.eos_token_id}): the RM would score token ids it never saw. "
+                "Train the reward model from the policy's own SFT model, or pass a text-level reward function fn(records, responses)."
+            )
     elif reward_model is not None:
-        cfg = getattr(reward_model, "config", None); v = getattr(cfg, "vocab_size", None)
+        cfg = getattr(reward_model, "config", None)
+        v = getattr(cfg, "vocab_size", None)
         if v is not None and v < len(policy_tok):
-            raise CourseError(f"the reward model's vocabulary ({v}) is smaller than the policy tokenizer's ({len(policy_tok)}): they use different tokenizers. "
-                              "Pass reward_tokenizer=... or use the RM trained from the policy's SFT model.")
+            raise CourseError(
+                f"the reward model's vocabulary ({v}) is smaller than the policy tokenizer's ({len(policy_tok)}): they use different tokenizers. "
+                "Pass reward_tokenizer=... or use the RM trained from the policy's SFT model."
+            )
+
 
 # %% ../nbs/07_ppo.ipynb #7810ef3d
 @torch.no_grad()
-def rollout(lm, tok, prompts: list[str], max_new_tokens: int = 48, temperature: float = 1.0, use_cache: bool = True) -> dict:
+def rollout(
+    lm, tok, prompts: list[str], max_new_tokens: int = 48, temperature: float = 1.0, use_cache: bool = True
+) -> dict:
     "Sample one response per prompt. Returns query/response ids and masks (`response_mask` includes EOS), `has_eos`, decoded `texts`."
-    old_side = tok.padding_side; tok.padding_side = "left"
-    try: enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally: tok.padding_side = old_side
+    old_side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tok.padding_side = old_side
     dev = next(lm.parameters()).device
     q, qm = enc["input_ids"].to(dev), enc["attention_mask"].to(dev)
-    out = lm.generate(input_ids=q, attention_mask=qm, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, use_cache=use_cache)
-    resp = out[:, q.shape[1]:]
-    is_eos = resp == tok.eos_token_id; has_eos = is_eos.any(1)
+    out = lm.generate(
+        input_ids=q,
+        attention_mask=qm,
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        use_cache=use_cache,
+    )
+    resp = out[:, q.shape[1] :]
+    is_eos = resp == tok.eos_token_id
+    has_eos = is_eos.any(1)
     last = torch.where(has_eos, is_eos.float().argmax(1), torch.full_like(has_eos, resp.shape[1] - 1, dtype=torch.long))
     rmask = (torch.arange(resp.shape[1], device=dev)[None] <= last[:, None]).long()
     resp = resp.masked_fill(rmask == 0, tok.pad_token_id)
-    texts = [tok.decode(r[:n - int(e)], skip_special_tokens=True).strip() for r, n, e in zip(resp.tolist(), rmask.sum(1).tolist(), has_eos.tolist())]
+    texts = [
+        tok.decode(r[: n - int(e)], skip_special_tokens=True).strip()
+        for r, n, e in zip(resp.tolist(), rmask.sum(1).tolist(), has_eos.tolist())
+    ]
     return {"query": q, "query_mask": qm, "response": resp, "response_mask": rmask, "has_eos": has_eos, "texts": texts}
+
 
 # %% ../nbs/07_ppo.ipynb #bb823db7
 def _gold_fn():
     from instruct_course.reward import gold_reward
+
     return gold_reward
+
 
 def _rm_inputs(ro: dict, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     "Prompt + response ids per row, left padding removed, right-padded."
@@ -262,9 +450,13 @@ def _rm_inputs(ro: dict, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     for q, qm, r, rm in zip(ro["query"], ro["query_mask"], ro["response"], ro["response_mask"]):
         rows.append(torch.cat([q[qm.bool()], r[rm.bool()]]))
     L = max(len(x) for x in rows)
-    ids = torch.full((len(rows), L), pad_id, dtype=torch.long, device=rows[0].device); am = torch.zeros_like(ids)
-    for i, x in enumerate(rows): ids[i, :len(x)] = x; am[i, :len(x)] = 1
+    ids = torch.full((len(rows), L), pad_id, dtype=torch.long, device=rows[0].device)
+    am = torch.zeros_like(ids)
+    for i, x in enumerate(rows):
+        ids[i, : len(x)] = x
+        am[i, : len(x)] = 1
     return ids, am
+
 
 @torch.no_grad()
 def score_rollout(reward_model, ro: dict, records: list[dict], pad_id: int) -> torch.Tensor:
@@ -275,306 +467,605 @@ def score_rollout(reward_model, ro: dict, records: list[dict], pad_id: int) -> t
         s = reward_model(ids.to(dev), am.to(dev))
         s = getattr(s, "rewards", s)
         return s.float().reshape(-1).cpu()
-    if callable(reward_model): return torch.tensor([float(x) for x in reward_model(records, ro["texts"])], dtype=torch.float32)
-    raise CourseError(f"reward_model must be an nn.Module returning [B] scores or a function fn(records, responses), got {type(reward_model).__name__}")
+    if callable(reward_model):
+        return torch.tensor([float(x) for x in reward_model(records, ro["texts"])], dtype=torch.float32)
+    raise CourseError(
+        f"reward_model must be an nn.Module returning [B] scores or a function fn(records, responses), got {type(reward_model).__name__}"
+    )
+
 
 # %% ../nbs/07_ppo.ipynb #4d185bf7
 @torch.no_grad()
 def make_experience(model, ref_model, ro: dict, scores: torch.Tensor, beta: float, cfg: PPOConfig) -> dict:
     "Old log-probs, reference log-probs, values, per-token rewards, whitened advantages (floored at `cfg.advantage_floor` if set) and returns for one scored rollout."
     rmask = ro["response_mask"]
-    old_lp, old_logits, old_v = response_logprobs(model, ro["query"], ro["query_mask"], ro["response"], rmask, cfg.temperature, with_values=True)
+    old_lp, old_logits, old_v = response_logprobs(
+        model, ro["query"], ro["query_mask"], ro["response"], rmask, cfg.temperature, with_values=True
+    )
     ref_lp, _, _ = response_logprobs(ref_model, ro["query"], ro["query_mask"], ro["response"], rmask, cfg.temperature)
     kl_tok = kl_penalty(old_lp, ref_lp, cfg.kl_estimator) * rmask
     rewards = per_token_rewards(scores.to(old_lp.device), kl_tok, rmask, beta)
-    if cfg.whiten_rewards: rewards = masked_whiten(rewards, rmask, shift_mean=False)
+    if cfg.whiten_rewards:
+        rewards = masked_whiten(rewards, rmask, shift_mean=False)
     adv, returns = compute_gae(rewards, old_v * rmask, rmask, cfg.gamma, cfg.lam)
     adv = masked_whiten(adv, rmask)
-    if cfg.advantage_floor is not None: adv = adv.clamp(min=cfg.advantage_floor) * rmask
-    return {"old_logp": old_lp, "old_values": old_v * rmask, "ref_logp": ref_lp, "rewards": rewards, "returns": returns,
-            "advantages": adv,
-            "seq_kl": ((old_lp - ref_lp) * rmask).sum(1),  # k1 per sequence: what we report and what the KL controller tracks
-            "entropy": masked_mean(entropy_from_logits(old_logits, cfg.temperature), rmask).item()}
+    if cfg.advantage_floor is not None:
+        adv = adv.clamp(min=cfg.advantage_floor) * rmask
+    return {
+        "old_logp": old_lp,
+        "old_values": old_v * rmask,
+        "ref_logp": ref_lp,
+        "rewards": rewards,
+        "returns": returns,
+        "advantages": adv,
+        "seq_kl": ((old_lp - ref_lp) * rmask).sum(
+            1
+        ),  # k1 per sequence: what we report and what the KL controller tracks
+        "entropy": masked_mean(entropy_from_logits(old_logits, cfg.temperature), rmask).item(),
+    }
+
 
 def ppo_loss(model, ro: dict, exp: dict, idx: torch.Tensor, cfg: PPOConfig) -> tuple[torch.Tensor, dict]:
     "Clipped policy loss + vf_coef · clipped value loss on the rollout rows `idx`; returns `(loss, stats)`."
     rmask = ro["response_mask"][idx]
-    lp, _, v = response_logprobs(model, ro["query"][idx], ro["query_mask"][idx], ro["response"][idx], rmask, cfg.temperature, with_values=True)
+    lp, _, v = response_logprobs(
+        model, ro["query"][idx], ro["query_mask"][idx], ro["response"][idx], rmask, cfg.temperature, with_values=True
+    )
     pg, pst = policy_loss(lp, exp["old_logp"][idx], exp["advantages"][idx], rmask, cfg.cliprange)
     vf, vst = value_loss(v, exp["old_values"][idx], exp["returns"][idx], rmask, cfg.cliprange_value)
     return pg + cfg.vf_coef * vf, {"pg_loss": pg.item(), "vf_loss": vf.item(), **pst, **vst}
 
+
 # %% ../nbs/07_ppo.ipynb #880171e8
-HISTORY_KEYS = ("step", "rm_reward", "gold_reward", "kl", "kl_coef", "entropy", "response_length", "eos_rate", "clip_frac", "approx_kl", "pg_loss",
-                "vf_loss", "ptx_loss", "skipped_nonfinite", "time_rollout", "time_score", "time_update")
+HISTORY_KEYS = (
+    "step",
+    "rm_reward",
+    "gold_reward",
+    "kl",
+    "kl_coef",
+    "entropy",
+    "response_length",
+    "eos_rate",
+    "clip_frac",
+    "approx_kl",
+    "pg_loss",
+    "vf_loss",
+    "ptx_loss",
+    "skipped_nonfinite",
+    "time_rollout",
+    "time_score",
+    "time_update",
+)
+
 
 def _value_source(reward_model):
     "The RM to copy as the value model: the reward model itself, or the `.rm` of a wrapper; None if there is none (then a head is used)."
     for m in (reward_model, getattr(reward_model, "rm", None)):
-        if isinstance(m, nn.Module) and hasattr(m, "trunk") and hasattr(m, "head"): return m
+        if isinstance(m, nn.Module) and hasattr(m, "trunk") and hasattr(m, "head"):
+            return m
     return None
 
+
 def _check_records(records, where="prompts_records"):
-    if not records: raise CourseError(f"{where} is empty: give world records with 'instruction', 'input', 'response', 'task'")
+    if not records:
+        raise CourseError(f"{where} is empty: give world records with 'instruction', 'input', 'response', 'task'")
     for i, r in enumerate(records):
         if not isinstance(r, dict) or not isinstance(r.get("instruction"), str):
-            raise CourseError(f"{where}[{i}]: needs a string 'instruction' field (and 'input', 'task', 'response' for the gold reward)")
+            raise CourseError(
+                f"{where}[{i}]: needs a string 'instruction' field (and 'input', 'task', 'response' for the gold reward)"
+            )
+
 
 def _ptx_blocks(tok, cfg: PPOConfig, texts=None) -> torch.Tensor:
-    texts = texts if texts is not None else pretraining_text(seed=cfg.seed, n_docs=400, exclude=eval_keys(make_splits(seed=0)))
+    texts = (
+        texts
+        if texts is not None
+        else pretraining_text(seed=cfg.seed, n_docs=400, exclude=eval_keys(make_splits(seed=0)))
+    )
     return pack_blocks(tok, texts, cfg.ptx_block_size)
 
-def train_ppo(policy_name_or_model="tiny-sft", reward_model=None, prompts_records=None, config: PPOConfig | None = None, progress: bool = True, *,
-              tokenizer=None, reward_tokenizer=None, ref_model=None, gold_fn=None, callback=None, ptx_texts=None):
+
+def train_ppo(
+    policy_name_or_model="tiny-sft",
+    reward_model=None,
+    prompts_records=None,
+    config: PPOConfig | None = None,
+    progress: bool = True,
+    *,
+    tokenizer=None,
+    reward_tokenizer=None,
+    ref_model=None,
+    gold_fn=None,
+    callback=None,
+    ptx_texts=None,
+):
     """PPO with a per-token KL penalty to a frozen reference. Returns `(policy, history)`: the trained causal LM (value head removed, eval mode)
     and per-step lists (`HISTORY_KEYS`). `reward_model`: an RM module (same tokenizer as the policy) or `fn(records, responses) -> scores`."""
     from accelerate import Accelerator
+
     cfg = config or PPOConfig()
-    if not isinstance(cfg, PPOConfig): raise CourseError(f"config must be a PPOConfig, got {type(cfg).__name__}")
-    if reward_model is None: raise CourseError("train_ppo needs a reward_model: an RM (instruct_course.reward.load_reward_model('tiny-rm')) or fn(records, responses)")
+    if not isinstance(cfg, PPOConfig):
+        raise CourseError(f"config must be a PPOConfig, got {type(cfg).__name__}")
+    if reward_model is None:
+        raise CourseError(
+            "train_ppo needs a reward_model: an RM (instruct_course.reward.load_reward_model('tiny-rm')) or fn(records, responses)"
+        )
     _check_records(prompts_records)
     seed_everything(cfg.seed)
     lm, tok = load_policy(policy_name_or_model, tokenizer)
-    if isinstance(reward_model, nn.Module): check_same_tokenizer(tok, reward_tokenizer, reward_model)
-    if ref_model is None: ref_model = copy.deepcopy(lm)   # the frozen reference: the policy as it starts
+    if isinstance(reward_model, nn.Module):
+        check_same_tokenizer(tok, reward_tokenizer, reward_model)
+    if ref_model is None:
+        ref_model = copy.deepcopy(lm)  # the frozen reference: the policy as it starts
     ref_model.eval().requires_grad_(False)
     gold_fn = gold_fn or _gold_fn()
     acc = Accelerator(cpu=not torch.cuda.is_available())
     src = _value_source(reward_model) if cfg.value_init == "rm" else None
-    model = PolicyWithValueHead(lm, copy.deepcopy(src).float().train(False).requires_grad_(True) if src is not None else None)
-    opt = torch.optim.AdamW([{"params": model.lm.parameters(), "lr": cfg.learning_rate},
-                             {"params": model.value_parameters(), "lr": cfg.learning_rate * (1.0 if src is not None else cfg.value_lr_mult)}], eps=1e-5, weight_decay=0.0)
-    model, opt = acc.prepare(model, opt); dev = acc.device
+    model = PolicyWithValueHead(
+        lm, copy.deepcopy(src).float().train(False).requires_grad_(True) if src is not None else None
+    )
+    opt = torch.optim.AdamW(
+        [
+            {"params": model.lm.parameters(), "lr": cfg.learning_rate},
+            {
+                "params": model.value_parameters(),
+                "lr": cfg.learning_rate * (1.0 if src is not None else cfg.value_lr_mult),
+            },
+        ],
+        eps=1e-5,
+        weight_decay=0.0,
+    )
+    model, opt = acc.prepare(model, opt)
+    dev = acc.device
     ref_model.to(dev)
-    if isinstance(reward_model, nn.Module): reward_model.to(dev).eval()
+    if isinstance(reward_model, nn.Module):
+        reward_model.to(dev).eval()
     model.eval()
-    kl_ctl = AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.horizon) if cfg.adaptive_kl else FixedKLController(cfg.kl_coef)
+    kl_ctl = (
+        AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.horizon)
+        if cfg.adaptive_kl
+        else FixedKLController(cfg.kl_coef)
+    )
     ptx = _ptx_blocks(tok, cfg, ptx_texts) if cfg.ptx_coef > 0 else None
     prompts = [format_prompt(r["instruction"], r.get("input", "")) for r in prompts_records]
-    g = torch.Generator().manual_seed(cfg.seed + acc.process_index); order = torch.randperm(len(prompts), generator=g).tolist(); pos = 0
-    hist = {k: [] for k in HISTORY_KEYS}; skipped = 0; norm = None
+    g = torch.Generator().manual_seed(cfg.seed + acc.process_index)
+    order = torch.randperm(len(prompts), generator=g).tolist()
+    pos = 0
+    hist = {k: [] for k in HISTORY_KEYS}
+    skipped = 0
+    norm = None
     bar = tqdm(range(cfg.steps), desc="ppo", disable=not progress or not acc.is_main_process)
     for step in bar:
         idx = []
         while len(idx) < cfg.batch_size:
-            if pos == len(order): order = torch.randperm(len(prompts), generator=g).tolist(); pos = 0
-            idx.append(order[pos]); pos += 1
+            if pos == len(order):
+                order = torch.randperm(len(prompts), generator=g).tolist()
+                pos = 0
+            idx.append(order[pos])
+            pos += 1
         recs = [prompts_records[i] for i in idx]
-        t0 = time.perf_counter()                                                  # 1. rollout
+        t0 = time.perf_counter()  # 1. rollout
         ro = rollout(acc.unwrap_model(model).lm, tok, [prompts[i] for i in idx], cfg.max_new_tokens, cfg.temperature)
-        t1 = time.perf_counter()                                                  # 2. scoring
+        t1 = time.perf_counter()  # 2. scoring
         scores = score_rollout(reward_model, ro, recs, tok.pad_token_id)
         gold = float(np.mean([gold_fn(r, t) for r, t in zip(recs, ro["texts"])]))
-        row = dict(step=step, gold_reward=gold, kl_coef=kl_ctl.value, response_length=ro["response_mask"].sum(1).float().mean().item(),
-                   eos_rate=ro["has_eos"].float().mean().item(), time_rollout=t1 - t0)
+        row = dict(
+            step=step,
+            gold_reward=gold,
+            kl_coef=kl_ctl.value,
+            response_length=ro["response_mask"].sum(1).float().mean().item(),
+            eos_rate=ro["has_eos"].float().mean().item(),
+            time_rollout=t1 - t0,
+        )
         if not torch.isfinite(scores).all():
             skipped += 1
-            warnings.warn(f"step {step}: {int((~torch.isfinite(scores)).sum())} non-finite reward(s) from the reward model; step skipped ({skipped} so far)")
+            warnings.warn(
+                f"step {step}: {int((~torch.isfinite(scores)).sum())} non-finite reward(s) from the reward model; step skipped ({skipped} so far)"
+            )
             row.update(skipped_nonfinite=skipped, time_score=time.perf_counter() - t1, time_update=0.0)
-            for k in HISTORY_KEYS: hist[k].append(row.get(k, float("nan")))
+            for k in HISTORY_KEYS:
+                hist[k].append(row.get(k, float("nan")))
             bar.set_postfix(skipped=skipped)
-            if callback: callback(hist)
+            if callback:
+                callback(hist)
             continue
         rm_mean = scores.mean().item()
         if norm is None:  # first good batch: samples of the initial policy
-            norm = ((scores.mean().item(), (scores.std().item() if scores.std().item() > 1e-4 else 1.0))
-                    if cfg.normalize_scores and src is None and len(scores) > 1 else (0.0, 1.0))  # an RM-initialised value model speaks the RM's raw scale
+            norm = (
+                (scores.mean().item(), (scores.std().item() if scores.std().item() > 1e-4 else 1.0))
+                if cfg.normalize_scores and src is None and len(scores) > 1
+                else (0.0, 1.0)
+            )  # an RM-initialised value model speaks the RM's raw scale
         scores = (scores.to(dev) - norm[0]) / norm[1] - cfg.missing_eos_penalty * (~ro["has_eos"]).float()
         exp = make_experience(model, ref_model, ro, scores, kl_ctl.value, cfg)
-        t2 = time.perf_counter()                                                  # 3. update
+        t2 = time.perf_counter()  # 3. update
         stats = {}
         for _ in range(cfg.ppo_epochs):
             perm = torch.randperm(cfg.batch_size, generator=g).to(dev)
             for s in range(0, cfg.batch_size, cfg.mini_batch_size):
-                loss, st = ppo_loss(model, ro, exp, perm[s:s + cfg.mini_batch_size], cfg)
-                if ptx is not None:                                               # PPO-ptx: keep the pretraining distribution
+                loss, st = ppo_loss(model, ro, exp, perm[s : s + cfg.mini_batch_size], cfg)
+                if ptx is not None:  # PPO-ptx: keep the pretraining distribution
                     xb = ptx[torch.randint(len(ptx), (cfg.ptx_batch_size,), generator=g)].to(dev)
                     lm_loss = acc.unwrap_model(model).lm(input_ids=xb, labels=xb, use_cache=False).loss
-                    loss = loss + cfg.ptx_coef * lm_loss; st["ptx_loss"] = lm_loss.item()
-                if not torch.isfinite(loss): raise CourseError(f"step {step}: the PPO loss is not finite ({st}); lower learning_rate or check the rewards")
-                acc.backward(loss); acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm); opt.step(); opt.zero_grad(set_to_none=True)
-                for k, v in st.items(): stats.setdefault(k, []).append(v)
+                    loss = loss + cfg.ptx_coef * lm_loss
+                    st["ptx_loss"] = lm_loss.item()
+                if not torch.isfinite(loss):
+                    raise CourseError(
+                        f"step {step}: the PPO loss is not finite ({st}); lower learning_rate or check the rewards"
+                    )
+                acc.backward(loss)
+                acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                for k, v in st.items():
+                    stats.setdefault(k, []).append(v)
         t3 = time.perf_counter()
-        kl_mean = acc.reduce(exp["seq_kl"].mean(), "mean").item()               # averaged over processes: every process keeps the same β
-        kl_ctl.update(kl_mean, cfg.batch_size * acc.num_processes)               # 4. β for the next step
-        row.update(rm_reward=rm_mean, kl=kl_mean, entropy=exp["entropy"], skipped_nonfinite=skipped, time_score=t2 - t1, time_update=t3 - t2,
-                   **{k: float(np.mean(stats[k])) if k in stats else float("nan") for k in ("clip_frac", "approx_kl", "pg_loss", "vf_loss", "ptx_loss")})
-        for k in HISTORY_KEYS: hist[k].append(row[k])
-        bar.set_postfix(rm=f"{rm_mean:.2f}", gold=f"{gold:.2f}", kl=f"{kl_mean:.2f}", beta=f"{row['kl_coef']:.3f}", skipped=skipped)
-        if callback: callback(hist)
-    hist["config"] = asdict(cfg); hist["score_norm"] = norm
+        kl_mean = acc.reduce(
+            exp["seq_kl"].mean(), "mean"
+        ).item()  # averaged over processes: every process keeps the same β
+        kl_ctl.update(kl_mean, cfg.batch_size * acc.num_processes)  # 4. β for the next step
+        row.update(
+            rm_reward=rm_mean,
+            kl=kl_mean,
+            entropy=exp["entropy"],
+            skipped_nonfinite=skipped,
+            time_score=t2 - t1,
+            time_update=t3 - t2,
+            **{
+                k: float(np.mean(stats[k])) if k in stats else float("nan")
+                for k in ("clip_frac", "approx_kl", "pg_loss", "vf_loss", "ptx_loss")
+            },
+        )
+        for k in HISTORY_KEYS:
+            hist[k].append(row[k])
+        bar.set_postfix(
+            rm=f"{rm_mean:.2f}", gold=f"{gold:.2f}", kl=f"{kl_mean:.2f}", beta=f"{row['kl_coef']:.3f}", skipped=skipped
+        )
+        if callback:
+            callback(hist)
+    hist["config"] = asdict(cfg)
+    hist["score_norm"] = norm
     hist["value_model"] = "copy of the reward model" if src is not None else "linear head on the policy trunk"
     return acc.unwrap_model(model).lm.eval(), hist
 
+
 # %% ../nbs/07_ppo.ipynb #6cf47df8
 @torch.no_grad()
-def gold_eval(policy, tokenizer, records: list[dict], ref_model=None, temperature: float = 1.0, max_new_tokens: int = 48, n_samples: int = 1,
-              seed: int = 0, gold_fn=None, batch_size: int = 64, rm=None) -> dict:
+def gold_eval(
+    policy,
+    tokenizer,
+    records: list[dict],
+    ref_model=None,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    n_samples: int = 1,
+    seed: int = 0,
+    gold_fn=None,
+    batch_size: int = 64,
+    rm=None,
+) -> dict:
     "Mean gold reward, sequence KL to `ref_model` (k1, nats), length and EOS rate of sampled responses; RM score too if `rm` is given."
-    _check_records(records, "records"); gold_fn = gold_fn or _gold_fn()
-    seed_everything(seed); policy.eval(); dev = next(policy.parameters()).device
-    if ref_model is not None: ref_model.to(dev).eval()
+    _check_records(records, "records")
+    gold_fn = gold_fn or _gold_fn()
+    seed_everything(seed)
+    policy.eval()
+    dev = next(policy.parameters()).device
+    if ref_model is not None:
+        ref_model.to(dev).eval()
     prompts = [format_prompt(r["instruction"], r.get("input", "")) for r in records]
     gold, kl, length, eos, rms = [], [], [], [], []
     for _ in range(n_samples):
         for b in range(0, len(records), batch_size):
-            recs = records[b:b + batch_size]
-            ro = rollout(policy, tokenizer, prompts[b:b + batch_size], max_new_tokens, temperature)
+            recs = records[b : b + batch_size]
+            ro = rollout(policy, tokenizer, prompts[b : b + batch_size], max_new_tokens, temperature)
             gold += [gold_fn(r, t) for r, t in zip(recs, ro["texts"])]
-            length += ro["response_mask"].sum(1).tolist(); eos += ro["has_eos"].tolist()
-            if rm is not None: rms += score_rollout(rm, ro, recs, tokenizer.pad_token_id).tolist()
+            length += ro["response_mask"].sum(1).tolist()
+            eos += ro["has_eos"].tolist()
+            if rm is not None:
+                rms += score_rollout(rm, ro, recs, tokenizer.pad_token_id).tolist()
             if ref_model is not None:
-                lp, _, _ = response_logprobs(policy, ro["query"], ro["query_mask"], ro["response"], ro["response_mask"], temperature)
-                rlp, _, _ = response_logprobs(ref_model, ro["query"], ro["query_mask"], ro["response"], ro["response_mask"], temperature)
+                lp, _, _ = response_logprobs(
+                    policy, ro["query"], ro["query_mask"], ro["response"], ro["response_mask"], temperature
+                )
+                rlp, _, _ = response_logprobs(
+                    ref_model, ro["query"], ro["query_mask"], ro["response"], ro["response_mask"], temperature
+                )
                 kl += ((lp - rlp) * ro["response_mask"]).sum(1).tolist()
-    return {"gold": float(np.mean(gold)), "kl": float(np.mean(kl)) if kl else None, "rm": float(np.mean(rms)) if rms else None,
-            "length": float(np.mean(length)), "eos_rate": float(np.mean(eos)), "n": len(gold)}
+    return {
+        "gold": float(np.mean(gold)),
+        "kl": float(np.mean(kl)) if kl else None,
+        "rm": float(np.mean(rms)) if rms else None,
+        "length": float(np.mean(length)),
+        "eos_rate": float(np.mean(eos)),
+        "n": len(gold),
+    }
+
 
 def sequence_kl(policy, ref_model, tokenizer, records: list[dict], temperature: float = 1.0, **kw) -> float:
     "Mean KL(policy ‖ ref) per response (k1, nats) on responses sampled from `policy`."
     return gold_eval(policy, tokenizer, records, ref_model=ref_model, temperature=temperature, **kw)["kl"]
 
+
 # %% ../nbs/07_ppo.ipynb #1e7c0ddb
-PLOT_PANELS = (("rm_reward", "RM (proxy) reward"), ("gold_reward", "gold reward"), ("kl", "KL to reference (nats, k1)"),
-               ("entropy", "entropy (nats/token)"), ("response_length", "response length (tokens)"), ("clip_frac", "clip fraction"))
+PLOT_PANELS = (
+    ("rm_reward", "RM (proxy) reward"),
+    ("gold_reward", "gold reward"),
+    ("kl", "KL to reference (nats, k1)"),
+    ("entropy", "entropy (nats/token)"),
+    ("response_length", "response length (tokens)"),
+    ("clip_frac", "clip fraction"),
+)
+
 
 def plot_history(histories, axes=None, title: str | None = None):
     "Grid of the six PPO panels; `histories`: one history or `{label: history}`."
     import matplotlib.pyplot as plt
-    if isinstance(histories, dict) and "step" in histories: histories = {"": histories}
-    if axes is None: fig, axes = plt.subplots(2, 3, figsize=(13, 6))
+
+    if isinstance(histories, dict) and "step" in histories:
+        histories = {"": histories}
+    if axes is None:
+        fig, axes = plt.subplots(2, 3, figsize=(13, 6))
     axes = np.asarray(axes).ravel()
     for ax, (k, name) in zip(axes, PLOT_PANELS):
         ax.clear()
-        for label, h in histories.items(): ax.plot(h["step"], h[k], marker=".", ms=3, label=label or None)
-        ax.set_title(name, fontsize=10); ax.set_xlabel("PPO step"); ax.grid(alpha=0.3)
+        for label, h in histories.items():
+            ax.plot(h["step"], h[k], marker=".", ms=3, label=label or None)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("PPO step")
+        ax.grid(alpha=0.3)
         if k == "kl":
             for label, h in histories.items():
-                if any(v != h["kl_coef"][0] for v in h["kl_coef"]): ax.text(0.02, 0.9, f"β: {h['kl_coef'][0]:.3g} → {h['kl_coef'][-1]:.3g}", transform=ax.transAxes, fontsize=8)
-    if any(histories): axes[0].legend(fontsize=8)
-    skipped = {l: h["skipped_nonfinite"][-1] for l, h in histories.items() if h["skipped_nonfinite"] and h["skipped_nonfinite"][-1]}
-    if title or skipped: axes[0].figure.suptitle((title or "") + (f"  (steps skipped for non-finite reward: {skipped})" if skipped else ""))
+                if any(v != h["kl_coef"][0] for v in h["kl_coef"]):
+                    ax.text(
+                        0.02,
+                        0.9,
+                        f"β: {h['kl_coef'][0]:.3g} → {h['kl_coef'][-1]:.3g}",
+                        transform=ax.transAxes,
+                        fontsize=8,
+                    )
+    if any(histories):
+        axes[0].legend(fontsize=8)
+    skipped = {
+        l: h["skipped_nonfinite"][-1]
+        for l, h in histories.items()
+        if h["skipped_nonfinite"] and h["skipped_nonfinite"][-1]
+    }
+    if title or skipped:
+        axes[0].figure.suptitle(
+            (title or "") + (f"  (steps skipped for non-finite reward: {skipped})" if skipped else "")
+        )
     axes[0].figure.tight_layout()
     return axes
 
+
 class LivePlot:
     "Callback for `train_ppo`: redraws the six panels every `every` steps in a notebook (no-op outside IPython)."
+
     def __init__(self, every: int = 5, title: str | None = None):
         self.every, self.title, self.handle, self.fig = every, title, None, None
+
     def __call__(self, hist):
         try:
             from IPython import get_ipython
             from IPython.display import display
-        except ImportError: return
-        if get_ipython() is None or len(hist["step"]) % self.every: return
+        except ImportError:
+            return
+        if get_ipython() is None or len(hist["step"]) % self.every:
+            return
         import matplotlib.pyplot as plt
-        if self.fig is None: self.fig, self.axes = plt.subplots(2, 3, figsize=(13, 6)); plt.close(self.fig)
+
+        if self.fig is None:
+            self.fig, self.axes = plt.subplots(2, 3, figsize=(13, 6))
+            plt.close(self.fig)
         plot_history(hist, self.axes, self.title)
-        if self.handle is None: self.handle = display(self.fig, display_id=True)
-        else: self.handle.update(self.fig)
+        if self.handle is None:
+            self.handle = display(self.fig, display_id=True)
+        else:
+            self.handle.update(self.fig)
+
 
 # %% ../nbs/07_ppo.ipynb #d05ea64b
 def _jsonable(x):
-    if isinstance(x, float): return None if not math.isfinite(x) else x
-    if isinstance(x, dict): return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return None if not math.isfinite(x) else x
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
     return x
+
 
 def smooth(xs, window: int = 5) -> list[float]:
     "Trailing moving average that skips NaN (for noisy per-step curves)."
     out = []
     for i in range(len(xs)):
-        w = [v for v in xs[max(0, i - window + 1):i + 1] if v is not None and math.isfinite(v)]
+        w = [v for v in xs[max(0, i - window + 1) : i + 1] if v is not None and math.isfinite(v)]
         out.append(float(np.mean(w)) if w else float("nan"))
     return out
 
+
 def _load_proxy(proxy):
     "An RM and its tokenizer from a name/dir, or a callable as is."
-    if callable(proxy) and not isinstance(proxy, (str, Path)): return proxy, None
+    if callable(proxy) and not isinstance(proxy, (str, Path)):
+        return proxy, None
     from instruct_course.reward import load_reward_model
+
     if str(proxy).startswith("length-biased"):  # "length-biased" or "length-biased:0.2"
         rm, tok = load_reward_model("tiny-rm")
         return LengthBiasedProxy(rm, tok, float(str(proxy).split(":")[1]) if ":" in str(proxy) else 0.1), None
     return load_reward_model(str(proxy))
 
+
 class LengthBiasedProxy:
     "A deliberately flawed proxy: the RM's score plus `alpha` per response word (real RMs drift towards length; Singhal et al. 2023)."
+
     def __init__(self, rm, tokenizer, alpha: float = 0.1):
         self.rm, self.tok, self.alpha = rm, tokenizer, alpha
         self.__name__ = f"tiny-rm + {alpha}·words"
+
     def __call__(self, records, responses):
         prompts = [format_prompt(r["instruction"], r.get("input", "")) for r in records]
         return [s + self.alpha * len(t.split()) for s, t in zip(self.rm.score(prompts, responses, self.tok), responses)]
+
 
 OVEROPT_RUNS = {  # label -> PPOConfig overrides
     "small β (fixed 0.001)": dict(kl_coef=0.001, adaptive_kl=False),
     "sensible β (adaptive, target 1)": dict(kl_coef=0.3, adaptive_kl=True, target_kl=1.0, horizon=300),
 }
 
+
 def plot_overoptimization(histories: dict, window: int = 5, ax=None):
     "Gold (solid, left axis) and proxy RM (dashed, right axis) reward against KL to the reference, one colour per run (moving averages)."
     import matplotlib.pyplot as plt
-    if ax is None: _, ax = plt.subplots(figsize=(7, 4.5))
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.5))
     ax2 = ax.twinx()
     for i, (label, h) in enumerate(histories.items()):
-        kl = smooth(h["kl"], window); c = f"C{i}"
+        kl = smooth(h["kl"], window)
+        c = f"C{i}"
         ax.plot(kl, smooth(h["gold_reward"], window), "-", color=c, marker=".", label=f"{label}: gold")
         ax2.plot(kl, smooth(h["rm_reward"], window), "--", color=c, alpha=0.7, label=f"{label}: proxy RM")
-    ax.set_xlabel("KL(policy ‖ SFT reference), nats per response (k1, moving average)"); ax.set_ylabel("gold reward (solid)"); ax2.set_ylabel("proxy RM score (dashed)")
-    h1, l1 = ax.get_legend_handles_labels(); h2, l2 = ax2.get_legend_handles_labels(); ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
-    ax.set_title("reward over-optimisation: gold vs proxy against KL"); ax.grid(alpha=0.3)
+    ax.set_xlabel("KL(policy ‖ SFT reference), nats per response (k1, moving average)")
+    ax.set_ylabel("gold reward (solid)")
+    ax2.set_ylabel("proxy RM score (dashed)")
+    h1, l1 = ax.get_legend_handles_labels()
+    h2, l2 = ax2.get_legend_handles_labels()
+    ax.legend(h1 + h2, l1 + l2, fontsize=7, loc="lower left")
+    ax.set_title("reward over-optimisation: gold vs proxy against KL")
+    ax.grid(alpha=0.3)
     return ax
 
-def _peak(h: dict, window: int = 5) -> dict:
-    g, kl = smooth(h["gold_reward"], window), smooth(h["kl"], window); i = int(np.nanargmax(g))
-    return {"peak_step": int(h["step"][i]), "peak_gold": round(g[i], 4), "kl_at_peak": round(kl[i], 3), "final_gold": round(g[-1], 4),
-            "final_kl": round(kl[-1], 3), "start_gold": round(g[0], 4), "rm_start": round(smooth(h["rm_reward"], window)[0], 4),
-            "rm_final": round(smooth(h["rm_reward"], window)[-1], 4), "rm_max_step": int(h["step"][int(np.nanargmax(smooth(h["rm_reward"], window)))])}
 
-def run_overoptimization(out_dir="runs/overoptimization", seed: int = 0, quick: bool = False, proxy="length-biased:0.3", runs: dict | None = None,
-                         temperature: float = 1.0, progress: bool = True, live: bool = False, **overrides) -> dict:
+def _peak(h: dict, window: int = 5) -> dict:
+    g, kl = smooth(h["gold_reward"], window), smooth(h["kl"], window)
+    i = int(np.nanargmax(g))
+    return {
+        "peak_step": int(h["step"][i]),
+        "peak_gold": round(g[i], 4),
+        "kl_at_peak": round(kl[i], 3),
+        "final_gold": round(g[-1], 4),
+        "final_kl": round(kl[-1], 3),
+        "start_gold": round(g[0], 4),
+        "rm_start": round(smooth(h["rm_reward"], window)[0], 4),
+        "rm_final": round(smooth(h["rm_reward"], window)[-1], 4),
+        "rm_max_step": int(h["step"][int(np.nanargmax(smooth(h["rm_reward"], window)))]),
+    }
+
+
+def run_overoptimization(
+    out_dir="runs/overoptimization",
+    seed: int = 0,
+    quick: bool = False,
+    proxy="length-biased:0.3",
+    runs: dict | None = None,
+    temperature: float = 1.0,
+    progress: bool = True,
+    live: bool = False,
+    **overrides,
+) -> dict:
     """Train PPO twice against `proxy` (small and sensible β), log gold and proxy reward per step; write `overoptimization.json`,
     `overoptimization.png` (rewards against KL) and `training.png` (the six panels). Returns the summary dict.
     `proxy`: "length-biased:ALPHA" (the shipped RM + ALPHA per response word; default), "tiny-rm" or an RM directory, or fn(records, responses).
     Full run: 2 × 30 steps × 32 prompts (≈ 7 min on 2 busy CPU cores); quick: 2 × 10 steps × 16 prompts."""
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     rm, rm_tok = _load_proxy(proxy)
-    splits = make_splits(seed=0); heldout = splits["heldout_instances"][::5][:64]
-    base = dict(steps=10, batch_size=16, mini_batch_size=8, learning_rate=3e-4) if quick else dict(steps=30, batch_size=32, mini_batch_size=16, learning_rate=3e-4)
+    splits = make_splits(seed=0)
+    heldout = splits["heldout_instances"][::5][:64]
+    base = (
+        dict(steps=10, batch_size=16, mini_batch_size=8, learning_rate=3e-4)
+        if quick
+        else dict(steps=30, batch_size=32, mini_batch_size=16, learning_rate=3e-4)
+    )
     base["temperature"] = temperature
     sft, tok = load_policy("tiny-sft")
     before = gold_eval(sft, tok, heldout, ref_model=sft, rm=rm, seed=seed, temperature=temperature)
     hists, evals, samples = {}, {}, {}
     for label, kw in (runs or OVEROPT_RUNS).items():
         cfg = PPOConfig(**{**base, **kw, **overrides, "seed": seed})
-        pol, h = train_ppo("tiny-sft", rm, splits["train"], cfg, progress=progress, reward_tokenizer=rm_tok,
-                           callback=LivePlot(every=2, title=label) if live else None)
+        pol, h = train_ppo(
+            "tiny-sft",
+            rm,
+            splits["train"],
+            cfg,
+            progress=progress,
+            reward_tokenizer=rm_tok,
+            callback=LivePlot(every=2, title=label) if live else None,
+        )
         hists[label] = h
         evals[label] = gold_eval(pol, tok, heldout, ref_model=sft, rm=rm, seed=seed, temperature=temperature)
-        ro = rollout(pol, tok, [format_prompt(r["instruction"], r["input"]) for r in heldout[:6]], cfg.max_new_tokens, cfg.temperature)
-        samples[label] = [{"task": r["task"], "reference": r["response"], "response": t} for r, t in zip(heldout[:6], ro["texts"])]
+        ro = rollout(
+            pol,
+            tok,
+            [format_prompt(r["instruction"], r["input"]) for r in heldout[:6]],
+            cfg.max_new_tokens,
+            cfg.temperature,
+        )
+        samples[label] = [
+            {"task": r["task"], "reference": r["response"], "response": t} for r, t in zip(heldout[:6], ro["texts"])
+        ]
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 5)); plot_overoptimization(hists, ax=ax); fig.tight_layout(); fig.savefig(out / "overoptimization.png", dpi=110); plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    plot_overoptimization(hists, ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "overoptimization.png", dpi=110)
+    plt.close(fig)
     axes = plot_history(hists, title=f"PPO against {getattr(rm, '__name__', str(proxy))}")
-    axes[0].figure.savefig(out / "training.png", dpi=100); plt.close(axes[0].figure)
-    summary = {"proxy": getattr(rm, "__name__", str(proxy)), "quick": quick, "seed": seed,
-               "steps": base["steps"] if "steps" not in overrides else overrides["steps"], "heldout_prompts": len(heldout), "before": before,
-               "after": evals, "peak": {l: _peak(h) for l, h in hists.items()}, "samples": samples,
-               "seconds": {l: round(sum(h["time_rollout"]) + sum(h["time_score"]) + sum(h["time_update"]), 1) for l, h in hists.items()},
-               "histories": hists, "runs": {l: {**base, **kw, **overrides} for l, kw in (runs or OVEROPT_RUNS).items()}}
+    axes[0].figure.savefig(out / "training.png", dpi=100)
+    plt.close(axes[0].figure)
+    summary = {
+        "proxy": getattr(rm, "__name__", str(proxy)),
+        "quick": quick,
+        "seed": seed,
+        "steps": base["steps"] if "steps" not in overrides else overrides["steps"],
+        "heldout_prompts": len(heldout),
+        "before": before,
+        "after": evals,
+        "peak": {l: _peak(h) for l, h in hists.items()},
+        "samples": samples,
+        "seconds": {
+            l: round(sum(h["time_rollout"]) + sum(h["time_score"]) + sum(h["time_update"]), 1) for l, h in hists.items()
+        },
+        "histories": hists,
+        "runs": {l: {**base, **kw, **overrides} for l, kw in (runs or OVEROPT_RUNS).items()},
+    }
     save_json(_jsonable(summary), out / "overoptimization.json")
     return summary
 
+
 # %% ../nbs/07_ppo.ipynb #b02ab1d7
-def bench_ppo(steps: int = 4, batch_size: int = 32, max_new_tokens: int = 48, seed: int = 0, proxy="tiny-rm", progress: bool = False) -> dict:
+def bench_ppo(
+    steps: int = 4,
+    batch_size: int = 32,
+    max_new_tokens: int = 48,
+    seed: int = 0,
+    proxy="tiny-rm",
+    progress: bool = False,
+) -> dict:
     "PPO step time split into rollout / scoring / update, rollout tokens/s with and without the KV cache, fraction of time in generation (JSON-serialisable)."
     import platform
-    try: rm, rm_tok = _load_proxy(proxy); reward_name = str(proxy)
+
+    try:
+        rm, rm_tok = _load_proxy(proxy)
+        reward_name = str(proxy)
     except CourseError:
         from instruct_course.reward import gold_reward
-        rm, rm_tok, reward_name = (lambda recs, texts: [gold_reward(r, t) for r, t in zip(recs, texts)]), None, "gold_reward (no RM found)"
+
+        rm, rm_tok, reward_name = (
+            (lambda recs, texts: [gold_reward(r, t) for r, t in zip(recs, texts)]),
+            None,
+            "gold_reward (no RM found)",
+        )
     recs = make_splits(seed=0)["train"]
-    cfg = PPOConfig(steps=steps, batch_size=batch_size, mini_batch_size=min(16, batch_size), max_new_tokens=max_new_tokens, seed=seed)
+    cfg = PPOConfig(
+        steps=steps,
+        batch_size=batch_size,
+        mini_batch_size=min(16, batch_size),
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
     _, h = train_ppo("tiny-sft", rm, recs, cfg, progress=progress, reward_tokenizer=rm_tok)
     k = slice(1, None) if steps > 1 else slice(None)  # the first step warms up
     ro_t, sc_t, up_t = (float(np.mean(h[x][k])) for x in ("time_rollout", "time_score", "time_update"))
@@ -585,13 +1076,36 @@ def bench_ppo(steps: int = 4, batch_size: int = 32, max_new_tokens: int = 48, se
         best = None
         for rep in range(2):
             seed_everything(seed)
-            t0 = time.perf_counter(); ro = rollout(lm, tok, prompts, max_new_tokens, cfg.temperature, use_cache=use_cache); dt = time.perf_counter() - t0
-            n = int(ro["response_mask"].sum()); best = max(best or 0.0, n / dt)
-        speed["kv_cache" if use_cache else "no_cache"] = {"tokens": n, "tokens_per_s": round(best, 1), "longest_response": int(ro["response_mask"].sum(1).max())}
+            t0 = time.perf_counter()
+            ro = rollout(lm, tok, prompts, max_new_tokens, cfg.temperature, use_cache=use_cache)
+            dt = time.perf_counter() - t0
+            n = int(ro["response_mask"].sum())
+            best = max(best or 0.0, n / dt)
+        speed["kv_cache" if use_cache else "no_cache"] = {
+            "tokens": n,
+            "tokens_per_s": round(best, 1),
+            "longest_response": int(ro["response_mask"].sum(1).max()),
+        }
     total = ro_t + sc_t + up_t
-    return {"device": str(pick_device()[0]) if torch.cuda.is_available() else "cpu", "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-            "model": "tiny-sft", "reward": reward_name, "steps_timed": len(h["step"][k]), "batch_size": batch_size, "max_new_tokens": max_new_tokens,
-            "mean_response_tokens": round(float(np.mean(h["response_length"][k])), 2),
-            "step_seconds": {"rollout": round(ro_t, 3), "scoring": round(sc_t, 3), "update": round(up_t, 3), "total": round(total, 3)},
-            "fraction_generation": round(ro_t / total, 3),
-            "rollout_tokens_per_s": {**speed, "speedup": round(speed["kv_cache"]["tokens_per_s"] / speed["no_cache"]["tokens_per_s"], 2)}}
+    return {
+        "device": str(pick_device()[0]) if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "model": "tiny-sft",
+        "reward": reward_name,
+        "steps_timed": len(h["step"][k]),
+        "batch_size": batch_size,
+        "max_new_tokens": max_new_tokens,
+        "mean_response_tokens": round(float(np.mean(h["response_length"][k])), 2),
+        "step_seconds": {
+            "rollout": round(ro_t, 3),
+            "scoring": round(sc_t, 3),
+            "update": round(up_t, 3),
+            "total": round(total, 3),
+        },
+        "fraction_generation": round(ro_t / total, 3),
+        "rollout_tokens_per_s": {
+            **speed,
+            "speedup": round(speed["kv_cache"]["tokens_per_s"] / speed["no_cache"]["tokens_per_s"], 2),
+        },
+    }

@@ -4,27 +4,75 @@
 
 # %% ../nbs/06_reward_model.ipynb #80fe1a53
 from __future__ import annotations
-import json, math, random, re, itertools, os
+
+import itertools
+import json
+import math
+import os
+import random
+import re
 from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from transformers import Trainer, TrainingArguments, AutoModel, AutoTokenizer
 from tqdm.auto import tqdm
-from .core import CourseError, seed_everything, pick_device, save_json, write_jsonl, read_jsonl, assets_dir, Timer
-from .world import get_family, score_response, final_answer, normalize_answer, TOPIC_LABELS
+from transformers import AutoModel, Trainer, TrainingArguments
+
+from instruct_course.core import (
+    CourseError,
+    Timer,
+    assets_dir,
+    pick_device,
+    read_jsonl,
+    save_json,
+    seed_everything,
+    write_jsonl,
+)
 from .masking import format_prompt, position_ids_from_mask
 from .models import generate, load_tokenizer, resolve_model
+from .world import TOPIC_LABELS, final_answer, get_family, normalize_answer, score_response
 
 # %% auto #0
-__all__ = ['GOLD_WEIGHTS', 'RUDE_WORDS', 'LABEL_SETS', 'CORRUPTIONS', 'PAIR_FIELDS', 'REWARD_CONFIG', 'gold_reward_parts',
-           'gold_reward', 'gold_rank', 'corrupt', 'expand_rankings', 'build_preference_data', 'validate_preferences',
-           'preferences_dataset', 'save_preferences', 'load_preferences', 'compute_reward_loss', 'last_token_index',
-           'RewardModel', 'encode_for_reward', 'pad_batch', 'RewardPairCollator', 'GroupedPairSampler',
-           'RewardModelTrainer', 'tokenize_pairs', 'reward_training_arguments', 'train_reward_model', 'reward_margins',
-           'pairwise_accuracy', 'gold_agreement', 'calibration_table', 'plot_calibration', 'load_reward_model',
-           'shipped_rm_stats', 'evaluate_reward_model', 'make_shipped_reward_model']
+__all__ = [
+    "GOLD_WEIGHTS",
+    "RUDE_WORDS",
+    "LABEL_SETS",
+    "CORRUPTIONS",
+    "PAIR_FIELDS",
+    "REWARD_CONFIG",
+    "gold_reward_parts",
+    "gold_reward",
+    "gold_rank",
+    "corrupt",
+    "expand_rankings",
+    "build_preference_data",
+    "validate_preferences",
+    "preferences_dataset",
+    "save_preferences",
+    "load_preferences",
+    "compute_reward_loss",
+    "last_token_index",
+    "RewardModel",
+    "encode_for_reward",
+    "pad_batch",
+    "RewardPairCollator",
+    "GroupedPairSampler",
+    "RewardModelTrainer",
+    "tokenize_pairs",
+    "reward_training_arguments",
+    "train_reward_model",
+    "reward_margins",
+    "pairwise_accuracy",
+    "gold_agreement",
+    "calibration_table",
+    "plot_calibration",
+    "load_reward_model",
+    "shipped_rm_stats",
+    "evaluate_reward_model",
+    "make_shipped_reward_model",
+]
 
 # %% ../nbs/06_reward_model.ipynb #a6754574
 GOLD_WEIGHTS = {"correct": 0.60, "format": 0.15, "length": 0.10, "polite": 0.05, "no_repeat": 0.10}
@@ -33,49 +81,69 @@ LABEL_SETS = {"sentiment": ("positive", "negative"), "topic": tuple(TOPIC_LABELS
 _LEAK = re.compile(r"(^|\n|\s)(Instruction|Input|Response|OPTIONS)\s*:|```")
 _RUDE = re.compile(r"\b(" + "|".join(re.escape(w) for w in RUDE_WORDS) + r")\b", re.I)
 
+
 def _bigram_share(text: str) -> float:
-    w = text.split(); b = list(zip(w, w[1:]))
+    w = text.split()
+    b = list(zip(w, w[1:]))
     return len(set(b)) / len(b) if b else 1.0
+
 
 def _format_ok(task: str, response: str) -> float:
     r = response.strip()
-    if not r or _LEAK.search(r): return 0.0
+    if not r or _LEAK.search(r):
+        return 0.0
     fam = get_family(task)
-    if fam.multi_step: return float(final_answer(r) is not None)
-    if task == "code": return float(r.startswith("def ") and "return" in r)
-    if task in LABEL_SETS: return float(normalize_answer(r) in LABEL_SETS[task])
+    if fam.multi_step:
+        return float(final_answer(r) is not None)
+    if task == "code":
+        return float(r.startswith("def ") and "return" in r)
+    if task in LABEL_SETS:
+        return float(normalize_answer(r) in LABEL_SETS[task])
     return float("\n" not in r)
 
+
 def _check_record(record, where="record"):
-    if not isinstance(record, dict): raise CourseError(f"{where}: expected a dict with 'task' and 'response', got {type(record).__name__}")
+    if not isinstance(record, dict):
+        raise CourseError(f"{where}: expected a dict with 'task' and 'response', got {type(record).__name__}")
     for k in ("task", "response"):
-        if not isinstance(record.get(k), str): raise CourseError(f"{where}: missing or non-string field {k!r}; the gold labeler needs the task family and the reference response")
+        if not isinstance(record.get(k), str):
+            raise CourseError(
+                f"{where}: missing or non-string field {k!r}; the gold labeler needs the task family and the reference response"
+            )
+
 
 def gold_reward_parts(record: dict, response: str) -> dict:
     "The five gold checks for `response` to `record` (each in [0, 1]) and their weighted sum `total`."
     _check_record(record)
-    if not isinstance(response, str): raise CourseError(f"response must be a string, got {type(response).__name__}")
+    if not isinstance(response, str):
+        raise CourseError(f"response must be a string, got {type(response).__name__}")
     ref, task = record["response"], record["task"]
     n, m = len(response.split()), len(ref.split())
-    parts = {"correct": score_response(task, response, ref),
-             "format": _format_ok(task, response),
-             "length": min(n + 1, m + 1) / max(n + 1, m + 1),
-             "polite": 0.0 if _RUDE.search(response) else 1.0,
-             "no_repeat": min(1.0, _bigram_share(response) / _bigram_share(ref))}
+    parts = {
+        "correct": score_response(task, response, ref),
+        "format": _format_ok(task, response),
+        "length": min(n + 1, m + 1) / max(n + 1, m + 1),
+        "polite": 0.0 if _RUDE.search(response) else 1.0,
+        "no_repeat": min(1.0, _bigram_share(response) / _bigram_share(ref)),
+    }
     parts["total"] = round(sum(GOLD_WEIGHTS[k] * v for k, v in parts.items()), 6)
     return parts
+
 
 def gold_reward(record: dict, response: str) -> float:
     "Rule-based gold reward in [0, 1] (weights `GOLD_WEIGHTS`); the reference response scores 1.0."
     return gold_reward_parts(record, response)["total"]
+
 
 def gold_rank(record: dict, responses: list[str]) -> list[int]:
     "Indices of `responses`, best first by `gold_reward` (ties keep their input order)."
     scores = [gold_reward(record, r) for r in responses]
     return sorted(range(len(responses)), key=lambda i: -scores[i])
 
+
 # %% ../nbs/06_reward_model.ipynb #b53cead5
 CORRUPTIONS = ("wrong_answer", "truncated", "off_format", "repetitive")
+
 
 def _wrong_answer(record, rng):
     fam, ref = get_family(record["task"]), record["response"]
@@ -83,165 +151,280 @@ def _wrong_answer(record, rng):
         x = final_answer(ref)
         if x is not None and re.fullmatch(r"-?\d+", x):
             bad = str(int(x) + rng.choice([-10, -2, -1, 1, 2, 10]))
-            return ref[:ref.rindex(x)] + bad + ref[ref.rindex(x) + len(x):]
+            return ref[: ref.rindex(x)] + bad + ref[ref.rindex(x) + len(x) :]
     for _ in range(50):
         alt = fam.make(rng)["response"]
-        if score_response(record["task"], alt, ref) == 0: return alt
+        if score_response(record["task"], alt, ref) == 0:
+            return alt
     return ref + " not"
+
 
 def corrupt(record: dict, kind: str, rng: random.Random) -> str:
     "A systematically worse version of `record['response']`: kind in `CORRUPTIONS`."
     _check_record(record)
     ref = record["response"].strip()
-    if kind == "wrong_answer": return _wrong_answer(record, rng)
+    if kind == "wrong_answer":
+        return _wrong_answer(record, rng)
     if kind == "truncated":
         cuts = [m.start() for m in re.finditer(r"\s+", ref)]
-        if cuts: return ref[:rng.choice(cuts)].rstrip()
-        return ref[:len(ref) // 2]  # one word: half of it; one character: nothing at all (EOS at once)
+        if cuts:
+            return ref[: rng.choice(cuts)].rstrip()
+        return ref[: len(ref) // 2]  # one word: half of it; one character: nothing at all (EOS at once)
     if kind == "off_format":
         style = rng.randrange(3)
-        if style == 0: return f"{ref}\nInstruction: {record.get('instruction', 'Answer the question.').splitlines()[0][:40]}"
-        if style == 1: return f"Response: {ref}"
+        if style == 0:
+            return f"{ref}\nInstruction: {record.get('instruction', 'Answer the question.').splitlines()[0][:40]}"
+        if style == 1:
+            return f"Response: {ref}"
         return f"```\n{ref}\n```"
     if kind == "repetitive":
-        if rng.random() < 0.5: return " ".join([ref] * 3)
-        last = ref.split()[-1]; return ref + (" " + last) * 6
+        if rng.random() < 0.5:
+            return " ".join([ref] * 3)
+        last = ref.split()[-1]
+        return ref + (" " + last) * 6
     raise CourseError(f"unknown corruption {kind!r}; valid: {CORRUPTIONS}")
+
 
 # %% ../nbs/06_reward_model.ipynb #18b59b1b
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 
-def expand_rankings(rankings: list[dict], on_no_pairs: str = "raise", where: str = "rankings") -> tuple[list[dict], dict]:
+
+def expand_rankings(
+    rankings: list[dict], on_no_pairs: str = "raise", where: str = "rankings"
+) -> tuple[list[dict], dict]:
     """K-way rankings → C(K,2) pairs per prompt. Each ranking: `prompt`, `responses` (K strings), `scores` (K numbers, higher is better),
     plus any fields copied to its pairs. Ties are dropped and counted; a ranking with no pairs raises (or is counted, `on_no_pairs='drop'`)."""
     pairs, stats = [], {"prompts": 0, "pairs": 0, "ties_dropped": 0, "prompts_without_pairs": 0}
     for g, rk in enumerate(rankings):
         line = rk.get("_line", g + 1)
         for k in ("prompt", "responses", "scores"):
-            if k not in rk: raise CourseError(f"{where}:{line}: missing field {k!r}; a ranking needs 'prompt', 'responses' and 'scores'")
+            if k not in rk:
+                raise CourseError(
+                    f"{where}:{line}: missing field {k!r}; a ranking needs 'prompt', 'responses' and 'scores'"
+                )
         resp, sc = rk["responses"], rk["scores"]
-        if len(resp) != len(sc): raise CourseError(f"{where}:{line}: {len(resp)} responses but {len(sc)} scores; give one score per response")
+        if len(resp) != len(sc):
+            raise CourseError(
+                f"{where}:{line}: {len(resp)} responses but {len(sc)} scores; give one score per response"
+            )
         extra = {k: v for k, v in rk.items() if k not in ("responses", "scores", "sources", "_line")}
-        src = rk.get("sources", [None] * len(resp)); n0 = len(pairs)
+        src = rk.get("sources", [None] * len(resp))
+        n0 = len(pairs)
         for i, j in itertools.combinations(range(len(resp)), 2):
-            if sc[i] == sc[j] or resp[i].strip() == resp[j].strip(): stats["ties_dropped"] += 1; continue
+            if sc[i] == sc[j] or resp[i].strip() == resp[j].strip():
+                stats["ties_dropped"] += 1
+                continue
             a, b = (i, j) if sc[i] > sc[j] else (j, i)
-            pairs.append({**extra, "chosen": resp[a], "rejected": resp[b], "group": extra.get("group", g), "gold_chosen": sc[a], "gold_rejected": sc[b],
-                          "source_chosen": src[a], "source_rejected": src[b]})
+            pairs.append(
+                {
+                    **extra,
+                    "chosen": resp[a],
+                    "rejected": resp[b],
+                    "group": extra.get("group", g),
+                    "gold_chosen": sc[a],
+                    "gold_rejected": sc[b],
+                    "source_chosen": src[a],
+                    "source_rejected": src[b],
+                }
+            )
         if len(pairs) == n0:
-            if on_no_pairs == "raise": raise CourseError(f"{where}:{line}: prompt has no pairs (all {len(resp)} responses tie); give responses that differ in score, or drop the prompt")
+            if on_no_pairs == "raise":
+                raise CourseError(
+                    f"{where}:{line}: prompt has no pairs (all {len(resp)} responses tie); give responses that differ in score, or drop the prompt"
+                )
             stats["prompts_without_pairs"] += 1
-        else: stats["prompts"] += 1
+        else:
+            stats["prompts"] += 1
     stats["pairs"] = len(pairs)
     return pairs, stats
 
+
 # %% ../nbs/06_reward_model.ipynb #1daa914d
 def _check_records(records, where="records"):
-    if not records: raise CourseError(f"{where}: empty; give world records with 'instruction', 'input', 'response', 'task'")
+    if not records:
+        raise CourseError(f"{where}: empty; give world records with 'instruction', 'input', 'response', 'task'")
     for i, r in enumerate(records):
         for k in ("instruction", "response", "task"):
-            if not isinstance(r.get(k), str): raise CourseError(f"{where}[{i}]: missing or non-string field {k!r}; records need 'instruction', 'input', 'response', 'task'")
+            if not isinstance(r.get(k), str):
+                raise CourseError(
+                    f"{where}[{i}]: missing or non-string field {k!r}; records need 'instruction', 'input', 'response', 'task'"
+                )
 
-def build_preference_data(policy, tokenizer, records: list[dict], k: int = 4, temperatures=(0.7, 1.0, 1.3), seed: int = 0,
-                          progress: bool = True, max_new_tokens: int = 64, corruptions=CORRUPTIONS, batch_size: int = 64) -> list[dict]:
+
+def build_preference_data(
+    policy,
+    tokenizer,
+    records: list[dict],
+    k: int = 4,
+    temperatures=(0.7, 1.0, 1.3),
+    seed: int = 0,
+    progress: bool = True,
+    max_new_tokens: int = 64,
+    corruptions=CORRUPTIONS,
+    batch_size: int = 64,
+) -> list[dict]:
     """K candidates per record (reference, one corruption, K-2 policy samples at `temperatures` in turn), ranked by `gold_reward`,
     expanded to C(K,2) pairs grouped per prompt. Counts are kept in `build_preference_data.last_stats`."""
     _check_records(records)
-    if k < 2: raise CourseError(f"k must be >= 2 (the reference and one corruption), got {k}")
-    if k > 2 and (not temperatures or any(t <= 0 for t in temperatures)): raise CourseError(f"temperatures must be positive sampling temperatures, got {temperatures}")
+    if k < 2:
+        raise CourseError(f"k must be >= 2 (the reference and one corruption), got {k}")
+    if k > 2 and (not temperatures or any(t <= 0 for t in temperatures)):
+        raise CourseError(f"temperatures must be positive sampling temperatures, got {temperatures}")
     rng = random.Random(seed)
     prompts = [format_prompt(r["instruction"], r.get("input", "") or "") for r in records]
     samples = {}  # (record index, slot) -> (text, temperature)
     jobs = {}
     for g in range(len(records)):
-        for j in range(k - 2): jobs.setdefault(temperatures[(g + j) % len(temperatures)], []).append((g, j))
+        for j in range(k - 2):
+            jobs.setdefault(temperatures[(g + j) % len(temperatures)], []).append((g, j))
     for ti, (t, idx) in enumerate(tqdm(sorted(jobs.items()), desc="sampling", disable=not progress)):
-        outs = generate(policy, tokenizer, [prompts[g] for g, _ in idx], max_new_tokens=max_new_tokens, temperature=t, batch_size=batch_size, seed=seed * 1000 + ti)
-        for (g, j), o in zip(idx, outs): samples[(g, j)] = (o["text"], t)
+        outs = generate(
+            policy,
+            tokenizer,
+            [prompts[g] for g, _ in idx],
+            max_new_tokens=max_new_tokens,
+            temperature=t,
+            batch_size=batch_size,
+            seed=seed * 1000 + ti,
+        )
+        for (g, j), o in zip(idx, outs):
+            samples[(g, j)] = (o["text"], t)
     rankings = []
     for g, r in enumerate(records):
         kind = corruptions[(g + seed) % len(corruptions)]
         cands = [(r["response"].strip(), "reference"), (corrupt(r, kind, rng), kind)]
         cands += [(samples[(g, j)][0], f"sample@{samples[(g, j)][1]}") for j in range(k - 2)]
-        rankings.append({"prompt": prompts[g], "group": g, "task": r["task"], "instruction": r["instruction"], "input": r.get("input", "") or "",
-                         "response": r["response"], "responses": [c for c, _ in cands], "sources": [s for _, s in cands],
-                         "scores": [gold_reward(r, c) for c, _ in cands]})
+        rankings.append(
+            {
+                "prompt": prompts[g],
+                "group": g,
+                "task": r["task"],
+                "instruction": r["instruction"],
+                "input": r.get("input", "") or "",
+                "response": r["response"],
+                "responses": [c for c, _ in cands],
+                "sources": [s for _, s in cands],
+                "scores": [gold_reward(r, c) for c, _ in cands],
+            }
+        )
     pairs, stats = expand_rankings(rankings, on_no_pairs="drop")
-    stats["k"] = k; stats["records"] = len(records)
+    stats["k"] = k
+    stats["records"] = len(records)
     build_preference_data.last_stats = stats
-    if progress: print(f"build_preference_data: {stats['records']} prompts × K={k} → {stats['pairs']} pairs; "
-                       f"{stats['ties_dropped']} tied pairs dropped, {stats['prompts_without_pairs']} prompts without pairs")
+    if progress:
+        print(
+            f"build_preference_data: {stats['records']} prompts × K={k} → {stats['pairs']} pairs; "
+            f"{stats['ties_dropped']} tied pairs dropped, {stats['prompts_without_pairs']} prompts without pairs"
+        )
     return pairs
+
+
 build_preference_data.last_stats = {}
+
 
 # %% ../nbs/06_reward_model.ipynb #3983061b
 def validate_preferences(pairs: list[dict], where: str = "pairs") -> list[dict]:
     "Check preference pairs (`prompt`, `chosen`, `rejected` strings, chosen != rejected); returns them. Errors name the line."
-    if not pairs: raise CourseError(f"{where}: no preference pairs; every prompt needs at least one (chosen, rejected) pair")
+    if not pairs:
+        raise CourseError(f"{where}: no preference pairs; every prompt needs at least one (chosen, rejected) pair")
     for i, p in enumerate(pairs):
         line = p.get("_line", i + 1) if isinstance(p, dict) else i + 1
-        if not isinstance(p, dict): raise CourseError(f"{where}:{line}: each pair must be a dict with {list(PAIR_FIELDS)}")
+        if not isinstance(p, dict):
+            raise CourseError(f"{where}:{line}: each pair must be a dict with {list(PAIR_FIELDS)}")
         for k in PAIR_FIELDS:
-            if k not in p: raise CourseError(f"{where}:{line}: missing field {k!r}; a pair needs {list(PAIR_FIELDS)}")
-            if not isinstance(p[k], str): raise CourseError(f"{where}:{line}: field {k!r} must be a string, got {type(p[k]).__name__}")
-        if not p["prompt"].strip(): raise CourseError(f"{where}:{line}: empty prompt")
+            if k not in p:
+                raise CourseError(f"{where}:{line}: missing field {k!r}; a pair needs {list(PAIR_FIELDS)}")
+            if not isinstance(p[k], str):
+                raise CourseError(f"{where}:{line}: field {k!r} must be a string, got {type(p[k]).__name__}")
+        if not p["prompt"].strip():
+            raise CourseError(f"{where}:{line}: empty prompt")
         if p["chosen"].strip() == p["rejected"].strip():
-            raise CourseError(f"{where}:{line}: chosen == rejected ({p['chosen'][:40]!r}); a tie carries no preference: drop the pair")
+            raise CourseError(
+                f"{where}:{line}: chosen == rejected ({p['chosen'][:40]!r}); a tie carries no preference: drop the pair"
+            )
     return pairs
+
 
 def preferences_dataset(pairs: list[dict]):
     "Validated pairs as a `datasets.Dataset` (the format TRL's `DPOTrainer` and `RewardTrainer` read: prompt/chosen/rejected)."
     from datasets import Dataset
-    return Dataset.from_list([{k: v for k, v in p.items() if not k.startswith("_")} for p in validate_preferences(pairs)])
+
+    return Dataset.from_list(
+        [{k: v for k, v in p.items() if not k.startswith("_")} for p in validate_preferences(pairs)]
+    )
+
 
 def save_preferences(pairs: list[dict], path) -> Path:
     "Validate and write pairs as JSONL."
     return write_jsonl(validate_preferences(pairs), path)
 
+
 def load_preferences(path) -> list[dict]:
     "Read a JSONL preference file: pair lines (`prompt`, `chosen`, `rejected`) and/or ranking lines (`prompt`, `responses`, `scores`)."
     rows = read_jsonl(path, with_lines=True)
-    if not rows: raise CourseError(f"{path}: no preference pairs in the file; write one JSON object per line with {list(PAIR_FIELDS)}")
+    if not rows:
+        raise CourseError(
+            f"{path}: no preference pairs in the file; write one JSON object per line with {list(PAIR_FIELDS)}"
+        )
     out = []
     for line, r in rows:
-        if "responses" in r: out += expand_rankings([{**r, "_line": line}], where=str(path))[0]
-        else: out.append({**r, "_line": line})
+        if "responses" in r:
+            out += expand_rankings([{**r, "_line": line}], where=str(path))[0]
+        else:
+            out.append({**r, "_line": line})
     validate_preferences(out, where=str(path))
-    for p in out: p.pop("_line", None)
+    for p in out:
+        p.pop("_line", None)
     return out
 
+
 # %% ../nbs/06_reward_model.ipynb #229e11d8
-def compute_reward_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin=None, center_weight: float = 0.0) -> torch.Tensor:
+def compute_reward_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin=None, center_weight: float = 0.0
+) -> torch.Tensor:
     "Mean Bradley-Terry loss `-logsigmoid(r_c - r_r - margin)`, plus `center_weight * mean((r_c + r_r)**2)`."
-    if chosen_rewards.shape != rejected_rewards.shape: raise CourseError(f"chosen and rejected rewards differ in shape: {tuple(chosen_rewards.shape)} vs {tuple(rejected_rewards.shape)}")
-    if chosen_rewards.numel() == 0: raise CourseError("no pairs in the batch")
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise CourseError(
+            f"chosen and rejected rewards differ in shape: {tuple(chosen_rewards.shape)} vs {tuple(rejected_rewards.shape)}"
+        )
+    if chosen_rewards.numel() == 0:
+        raise CourseError("no pairs in the batch")
     diff = chosen_rewards.float() - rejected_rewards.float()
-    if margin is not None: diff = diff - torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
+    if margin is not None:
+        diff = diff - torch.as_tensor(margin, dtype=diff.dtype, device=diff.device)
     loss = -F.logsigmoid(diff).mean()
-    if center_weight: loss = loss + center_weight * ((chosen_rewards.float() + rejected_rewards.float()) ** 2).mean()
+    if center_weight:
+        loss = loss + center_weight * ((chosen_rewards.float() + rejected_rewards.float()) ** 2).mean()
     return loss
+
 
 # %% ../nbs/06_reward_model.ipynb #3d2e2d38
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     "Index of the last real (mask = 1) token of each row; works for left and right padding. A row with no real token raises."
     m = attention_mask.bool()
-    if not m.any(-1).all(): raise CourseError(f"rows {(~m.any(-1)).nonzero().flatten().tolist()} have no real token (attention_mask all 0)")
+    if not m.any(-1).all():
+        raise CourseError(f"rows {(~m.any(-1)).nonzero().flatten().tolist()} have no real token (attention_mask all 0)")
     L = m.shape[-1]
     return (L - 1) - m.flip(-1).int().argmax(-1)
 
+
 def _resolve_dir(name_or_dir) -> str:
     name = str(name_or_dir)
-    if name in ("tiny-sft", "tiny-rm") and (assets_dir() / name).is_dir(): return str(assets_dir() / name)
+    if name in ("tiny-sft", "tiny-rm") and (assets_dir() / name).is_dir():
+        return str(assets_dir() / name)
     return str(resolve_model(name)["path"])
+
 
 class RewardModel(nn.Module):
     "A transformer trunk (causal LM without its LM head) and a scalar head read at the last real token."
+
     def __init__(self, trunk, head: nn.Linear | None = None):
         super().__init__()
         self.trunk, self.config = trunk, trunk.config
         if head is None:
             head = nn.Linear(trunk.config.hidden_size, 1)
-            nn.init.normal_(head.weight, std=1 / math.sqrt(trunk.config.hidden_size + 1)); nn.init.zeros_(head.bias)
+            nn.init.normal_(head.weight, std=1 / math.sqrt(trunk.config.hidden_size + 1))
+            nn.init.zeros_(head.bias)
         self.head = head
 
     @classmethod
@@ -250,11 +433,13 @@ class RewardModel(nn.Module):
         return cls(AutoModel.from_pretrained(_resolve_dir(name_or_dir), dtype=dtype))
 
     @property
-    def device(self): return self.head.weight.device
+    def device(self):
+        return self.head.weight.device
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **_) -> torch.Tensor:
         "Rewards, shape [B], float32."
-        if attention_mask is None: attention_mask = torch.ones_like(input_ids)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
         mask = attention_mask.long()
         pos = position_ids_from_mask(mask)
         h = self.trunk(input_ids=input_ids, attention_mask=mask, position_ids=pos).last_hidden_state
@@ -263,107 +448,174 @@ class RewardModel(nn.Module):
 
     def encode(self, prompts, responses, tokenizer, max_length: int | None = None) -> list[list[int]]:
         "Token ids of `prompt + ' ' + response` + EOS (see `encode_for_reward`), capped at the trunk's positions."
-        return encode_for_reward(prompts, responses, tokenizer, max_length or getattr(self.config, "max_position_embeddings", 512))
+        return encode_for_reward(
+            prompts, responses, tokenizer, max_length or getattr(self.config, "max_position_embeddings", 512)
+        )
 
     @torch.no_grad()
-    def score(self, prompts, responses, tokenizer, batch_size: int = 64, padding_side: str = "right", progress: bool = False) -> list[float]:
+    def score(
+        self, prompts, responses, tokenizer, batch_size: int = 64, padding_side: str = "right", progress: bool = False
+    ) -> list[float]:
         "Reward of each (prompt, response); the response is followed by EOS as in SFT."
-        if isinstance(prompts, str): prompts, responses = [prompts], [responses]
-        ids = self.encode(prompts, responses, tokenizer); was = self.training; self.eval()
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i])); out = [0.0] * len(ids)
+        if isinstance(prompts, str):
+            prompts, responses = [prompts], [responses]
+        ids = self.encode(prompts, responses, tokenizer)
+        was = self.training
+        self.eval()
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        out = [0.0] * len(ids)
         for b in tqdm(range(0, len(ids), batch_size), desc="scoring", disable=not progress, leave=False):
-            idx = order[b:b + batch_size]
-            batch = pad_batch([ids[i] for i in idx], tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id, padding_side)
+            idx = order[b : b + batch_size]
+            batch = pad_batch(
+                [ids[i] for i in idx],
+                tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+                padding_side,
+            )
             r = self(**{k: v.to(self.device) for k, v in batch.items()})
-            for i, v in zip(idx, r.tolist()): out[i] = v
+            for i, v in zip(idx, r.tolist()):
+                out[i] = v
         self.train(was)
         return out
 
     def save_pretrained(self, out_dir, tokenizer=None, **info) -> Path:
         "Trunk with `save_pretrained` (safetensors), head in `reward_head.safetensors`, `reward_config.json`; tokenizer too if given."
         from safetensors.torch import save_file
-        out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
         self.trunk.save_pretrained(out)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(out / "reward_head.safetensors"))
-        save_json({"kind": "instruct_course.reward.RewardModel", "head": "linear", "hidden_size": self.config.hidden_size,
-                   "read_at": "last real token (EOS)", "text_format": "prompt + ' ' + response + EOS", **info}, out / "reward_config.json")
-        if tokenizer is not None: tokenizer.save_pretrained(out)
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()},
+            str(out / "reward_head.safetensors"),
+        )
+        save_json(
+            {
+                "kind": "instruct_course.reward.RewardModel",
+                "head": "linear",
+                "hidden_size": self.config.hidden_size,
+                "read_at": "last real token (EOS)",
+                "text_format": "prompt + ' ' + response + EOS",
+                **info,
+            },
+            out / "reward_config.json",
+        )
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
         return out
 
     @classmethod
     def from_pretrained(cls, out_dir, dtype=torch.float32):
         "Load what `save_pretrained` wrote (safetensors only)."
         from safetensors.torch import load_file
+
         d = Path(_resolve_dir(out_dir))
-        if not (d / "reward_head.safetensors").exists(): raise CourseError(f"{d} has no reward_head.safetensors: not a saved RewardModel (train one with train_reward_model)")
+        if not (d / "reward_head.safetensors").exists():
+            raise CourseError(
+                f"{d} has no reward_head.safetensors: not a saved RewardModel (train one with train_reward_model)"
+            )
         m = cls(AutoModel.from_pretrained(d, dtype=dtype))
-        m.head.load_state_dict(load_file(str(d / "reward_head.safetensors"))); m.head.to(dtype)
+        m.head.load_state_dict(load_file(str(d / "reward_head.safetensors")))
+        m.head.to(dtype)
         return m
+
 
 def encode_for_reward(prompts, responses, tokenizer, max_length: int = 512) -> list[list[int]]:
     "Token ids of `prompt + ' ' + response` + EOS (the SFT format); too long → the prompt's start is cut, the response and EOS kept."
-    if len(prompts) != len(responses): raise CourseError(f"{len(prompts)} prompts but {len(responses)} responses")
-    if tokenizer.eos_token_id is None: raise CourseError("the tokenizer has no EOS token")
+    if len(prompts) != len(responses):
+        raise CourseError(f"{len(prompts)} prompts but {len(responses)} responses")
+    if tokenizer.eos_token_id is None:
+        raise CourseError("the tokenizer has no EOS token")
     out = []
     for p, r in zip(prompts, responses):
         ids = tokenizer(p + " " + r.strip(), add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         out.append(ids[-max_length:])
     return out
 
+
 def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right") -> dict:
     "Pad token-id lists to one length: `input_ids` and `attention_mask` tensors, padding on `side`."
-    if side not in ("left", "right"): raise CourseError(f"padding side must be 'left' or 'right', got {side!r}")
-    n = max(len(s) for s in seqs); ids, mask = [], []
+    if side not in ("left", "right"):
+        raise CourseError(f"padding side must be 'left' or 'right', got {side!r}")
+    n = max(len(s) for s in seqs)
+    ids, mask = [], []
     for s in seqs:
         k = n - len(s)
         ids.append(list(s) + [pad_id] * k if side == "right" else [pad_id] * k + list(s))
         mask.append([1] * len(s) + [0] * k if side == "right" else [0] * k + [1] * len(s))
     return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
 
+
 # %% ../nbs/06_reward_model.ipynb #77d4ba78
 REWARD_CONFIG = {  # what the course uses on the tiny model (measured in this lesson)
-    "learning_rate": 5e-4, "batch_size": 32, "max_steps": 400, "warmup_ratio": 0.05, "weight_decay": 0.0, "logging_steps": 10,
-    "eval_steps": 50, "margin": None, "center_weight": 0.01, "max_length": 256, "grouped": True,
+    "learning_rate": 5e-4,
+    "batch_size": 32,
+    "max_steps": 400,
+    "warmup_ratio": 0.05,
+    "weight_decay": 0.0,
+    "logging_steps": 10,
+    "eval_steps": 50,
+    "margin": None,
+    "center_weight": 0.01,
+    "max_length": 256,
+    "grouped": True,
 }
+
 
 class RewardPairCollator:
     "Tokenised pairs (`chosen_ids`, `rejected_ids`, optional `margin`) → one right-padded batch of 2B rows."
-    def __init__(self, tokenizer): self.tokenizer = tokenizer
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
     def __call__(self, feats: list[dict]) -> dict:
-        if not feats: raise CourseError("empty batch")
+        if not feats:
+            raise CourseError("empty batch")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         b = pad_batch([f["chosen_ids"] for f in feats] + [f["rejected_ids"] for f in feats], pad)
         out = {"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}
-        if any(f.get("margin") is not None for f in feats): out["margin"] = torch.tensor([float(f.get("margin") or 0.0) for f in feats])
+        if any(f.get("margin") is not None for f in feats):
+            out["margin"] = torch.tensor([float(f.get("margin") or 0.0) for f in feats])
         return out
+
 
 class GroupedPairSampler(torch.utils.data.Sampler):
     "Shuffle groups (prompts), keep each group's pairs together."
+
     def __init__(self, groups: list, seed: int = 0):
-        self.by = {}; [self.by.setdefault(g, []).append(i) for i, g in enumerate(groups)]
+        self.by = {}
+        [self.by.setdefault(g, []).append(i) for i, g in enumerate(groups)]
         self.seed, self.epoch, self.n = seed, 0, len(groups)
-    def __len__(self): return self.n
+
+    def __len__(self):
+        return self.n
+
     def __iter__(self):
-        keys = list(self.by); random.Random(self.seed + self.epoch).shuffle(keys); self.epoch += 1
+        keys = list(self.by)
+        random.Random(self.seed + self.epoch).shuffle(keys)
+        self.epoch += 1
         return iter([i for k in keys for i in self.by[k]])
+
 
 class RewardModelTrainer(Trainer):
     "HF `Trainer` for a `RewardModel` on preference pairs; `compute_reward_loss(chosen, rejected)` is the tutorial's method, fixed."
+
     def __init__(self, *args, margin=None, center_weight: float = 0.0, grouped: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.margin, self.center_weight, self.grouped, self.nonfinite_steps = margin, center_weight, grouped, 0
 
     def compute_reward_loss(self, chosen: dict, rejected: dict, margin=None, model=None):
         "Loss and rewards for tokenised `chosen` and `rejected` batches (dicts of input_ids/attention_mask of equal width)."
-        ids = torch.cat([chosen["input_ids"], rejected["input_ids"]]); mask = torch.cat([chosen["attention_mask"], rejected["attention_mask"]])
-        r = (model or self.model)(input_ids=ids, attention_mask=mask)   # one forward over chosen and rejected
+        ids = torch.cat([chosen["input_ids"], rejected["input_ids"]])
+        mask = torch.cat([chosen["attention_mask"], rejected["attention_mask"]])
+        r = (model or self.model)(input_ids=ids, attention_mask=mask)  # one forward over chosen and rejected
         rc, rr = r.chunk(2)
         m = margin if margin is not None else self.margin
         return compute_reward_loss(rc, rr, margin=m, center_weight=self.center_weight), rc, rr
 
     def _split(self, inputs):
         n = inputs["input_ids"].shape[0] // 2
-        ch = {k: inputs[k][:n] for k in ("input_ids", "attention_mask")}; rj = {k: inputs[k][n:] for k in ("input_ids", "attention_mask")}
+        ch = {k: inputs[k][:n] for k in ("input_ids", "attention_mask")}
+        rj = {k: inputs[k][n:] for k in ("input_ids", "attention_mask")}
         return ch, rj, inputs.get("margin")
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -376,18 +628,26 @@ class RewardModelTrainer(Trainer):
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
-        with torch.no_grad(): loss, out = self.compute_loss(model, inputs, return_outputs=True)
+        with torch.no_grad():
+            loss, out = self.compute_loss(model, inputs, return_outputs=True)
         margins = out["margins"]
         return loss.detach(), margins, torch.ones_like(margins)
 
     def _get_train_sampler(self, *args, **kwargs):
-        if self.grouped and isinstance(self.train_dataset, list) and self.train_dataset and "group" in self.train_dataset[0]:
+        if (
+            self.grouped
+            and isinstance(self.train_dataset, list)
+            and self.train_dataset
+            and "group" in self.train_dataset[0]
+        ):
             return GroupedPairSampler([f["group"] for f in self.train_dataset], seed=self.args.seed)
         return super()._get_train_sampler(*args, **kwargs)
+
 
 def _margin_accuracy(ev) -> dict:
     m = np.asarray(ev.predictions).reshape(-1)
     return {"accuracy": float((m > 0).mean()), "mean_margin": float(m.mean())}
+
 
 # %% ../nbs/06_reward_model.ipynb #cf40873b
 def tokenize_pairs(pairs: list[dict], tokenizer, max_length: int = 256) -> list[dict]:
@@ -395,48 +655,109 @@ def tokenize_pairs(pairs: list[dict], tokenizer, max_length: int = 256) -> list[
     enc = encode_for_reward
     ch = enc([p["prompt"] for p in pairs], [p["chosen"] for p in pairs], tokenizer, max_length)
     rj = enc([p["prompt"] for p in pairs], [p["rejected"] for p in pairs], tokenizer, max_length)
-    return [{"chosen_ids": c, "rejected_ids": r, "group": p.get("group", i), "margin": p.get("margin")} for i, (p, c, r) in enumerate(zip(pairs, ch, rj))]
+    return [
+        {"chosen_ids": c, "rejected_ids": r, "group": p.get("group", i), "margin": p.get("margin")}
+        for i, (p, c, r) in enumerate(zip(pairs, ch, rj))
+    ]
 
-def reward_training_arguments(output_dir, config: dict | None = None, seed: int = 0, has_eval: bool = False, progress: bool = True) -> TrainingArguments:
+
+def reward_training_arguments(
+    output_dir, config: dict | None = None, seed: int = 0, has_eval: bool = False, progress: bool = True
+) -> TrainingArguments:
     "transformers-5 `TrainingArguments` for the reward model (no checkpoints: the model is saved once, as safetensors)."
-    c = {**REWARD_CONFIG, **(config or {})}; dev, dt = pick_device()
+    c = {**REWARD_CONFIG, **(config or {})}
+    dev, dt = pick_device()
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=c["batch_size"], per_device_eval_batch_size=2 * c["batch_size"],
-        max_steps=c["max_steps"], learning_rate=c["learning_rate"], weight_decay=c["weight_decay"], warmup_steps=c["warmup_ratio"],
-        lr_scheduler_type="cosine", logging_steps=c["logging_steps"], eval_strategy=("steps" if has_eval else "no"), eval_steps=c["eval_steps"],
-        save_strategy="no", seed=seed, data_seed=seed, bf16=dt == torch.bfloat16, fp16=dt == torch.float16, use_cpu=dev.type == "cpu",
-        report_to="none", dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=not progress, logging_first_step=True)
+        output_dir=str(output_dir),
+        per_device_train_batch_size=c["batch_size"],
+        per_device_eval_batch_size=2 * c["batch_size"],
+        max_steps=c["max_steps"],
+        learning_rate=c["learning_rate"],
+        weight_decay=c["weight_decay"],
+        warmup_steps=c["warmup_ratio"],
+        lr_scheduler_type="cosine",
+        logging_steps=c["logging_steps"],
+        eval_strategy=("steps" if has_eval else "no"),
+        eval_steps=c["eval_steps"],
+        save_strategy="no",
+        seed=seed,
+        data_seed=seed,
+        bf16=dt == torch.bfloat16,
+        fp16=dt == torch.float16,
+        use_cpu=dev.type == "cpu",
+        report_to="none",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        logging_first_step=True,
+    )
 
-def train_reward_model(pairs: list[dict], base: str = "tiny-sft", out_dir: str | Path = "runs/reward_model", max_steps: int | None = None,
-                       seed: int = 0, eval_pairs: list[dict] | None = None, config: dict | None = None, progress: bool = True, **overrides):
+
+def train_reward_model(
+    pairs: list[dict],
+    base: str = "tiny-sft",
+    out_dir: str | Path = "runs/reward_model",
+    max_steps: int | None = None,
+    seed: int = 0,
+    eval_pairs: list[dict] | None = None,
+    config: dict | None = None,
+    progress: bool = True,
+    **overrides,
+):
     "Train a `RewardModel` from `base` on `pairs`; saves to `out_dir`; returns `(model, metrics)`."
     c = {**REWARD_CONFIG, **(config or {}), **overrides}
-    if max_steps is not None: c["max_steps"] = max_steps
+    if max_steps is not None:
+        c["max_steps"] = max_steps
     validate_preferences(pairs, "train pairs")
-    if eval_pairs is not None: validate_preferences(eval_pairs, "eval pairs")
+    if eval_pairs is not None:
+        validate_preferences(eval_pairs, "eval pairs")
     seed_everything(seed)
     tokenizer = load_tokenizer(_resolve_dir(base))
     model = RewardModel.from_sft(base)
     train_ds = tokenize_pairs(pairs, tokenizer, c["max_length"])
     eval_ds = tokenize_pairs(eval_pairs, tokenizer, c["max_length"]) if eval_pairs else None
     args = reward_training_arguments(out_dir, c, seed=seed, has_eval=eval_ds is not None, progress=progress)
-    trainer = RewardModelTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                                 data_collator=RewardPairCollator(tokenizer), compute_metrics=_margin_accuracy,
-                                 margin=c["margin"], center_weight=c["center_weight"], grouped=c["grouped"])
-    with Timer() as t: trainer.train()
+    trainer = RewardModelTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        data_collator=RewardPairCollator(tokenizer),
+        compute_metrics=_margin_accuracy,
+        margin=c["margin"],
+        center_weight=c["center_weight"],
+        grouped=c["grouped"],
+    )
+    with Timer() as t:
+        trainer.train()
     model = trainer.model.eval()
-    metrics = {"steps": trainer.state.global_step, "train_seconds": round(t.seconds, 1), "nonfinite_steps": trainer.nonfinite_steps,
-               "train_pairs": len(pairs), "train_prompts": len({p.get("group", i) for i, p in enumerate(pairs)}),
-               "train_accuracy": pairwise_accuracy(model, tokenizer, pairs[:300]), "config": c, "base": str(base), "seed": seed}
-    if eval_pairs: metrics |= {"eval_pairs": len(eval_pairs), "eval_accuracy": pairwise_accuracy(model, tokenizer, eval_pairs)}
-    out = Path(out_dir); model.save_pretrained(out, tokenizer)
+    metrics = {
+        "steps": trainer.state.global_step,
+        "train_seconds": round(t.seconds, 1),
+        "nonfinite_steps": trainer.nonfinite_steps,
+        "train_pairs": len(pairs),
+        "train_prompts": len({p.get("group", i) for i, p in enumerate(pairs)}),
+        "train_accuracy": pairwise_accuracy(model, tokenizer, pairs[:300]),
+        "config": c,
+        "base": str(base),
+        "seed": seed,
+    }
+    if eval_pairs:
+        metrics |= {"eval_pairs": len(eval_pairs), "eval_accuracy": pairwise_accuracy(model, tokenizer, eval_pairs)}
+    out = Path(out_dir)
+    model.save_pretrained(out, tokenizer)
     save_json({"log_history": trainer.state.log_history, **metrics}, out / "log_history.json")
     metrics["log_history"] = trainer.state.log_history
-    if metrics["nonfinite_steps"]: print(f"train_reward_model: {metrics['nonfinite_steps']} steps had a non-finite loss and were skipped")
+    if metrics["nonfinite_steps"]:
+        print(f"train_reward_model: {metrics['nonfinite_steps']} steps had a non-finite loss and were skipped")
     return model, metrics
 
+
 # %% ../nbs/06_reward_model.ipynb #7faa1ed6
-def reward_margins(model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def reward_margins(
+    model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     "Rewards of chosen and rejected responses, as two arrays."
     validate_preferences(pairs)
     prompts = [p["prompt"] for p in pairs]
@@ -444,107 +765,208 @@ def reward_margins(model: RewardModel, tokenizer, pairs: list[dict], batch_size:
     rr = model.score(prompts, [p["rejected"] for p in pairs], tokenizer, batch_size, progress=progress)
     return np.array(rc), np.array(rr)
 
+
 def pairwise_accuracy(model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64) -> float:
     "Share of pairs where the RM scores chosen above rejected."
     rc, rr = reward_margins(model, tokenizer, pairs, batch_size)
     return float((rc > rr).mean())
 
+
 def _kendall_tau(a, b) -> float | None:
     num = den_a = den_b = 0
     for i, j in itertools.combinations(range(len(a)), 2):
         x, y = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-        num += x * y; den_a += x * x; den_b += y * y
+        num += x * y
+        den_a += x * x
+        den_b += y * y
     return None if den_a == 0 or den_b == 0 else float(num / math.sqrt(den_a * den_b))
+
 
 def gold_agreement(model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64) -> dict:
     "Agreement of RM and gold over every distinct candidate of each prompt: top-1, mean Kendall tau-b, Pearson r."
     groups = {}
     for p in pairs:
         g = groups.setdefault(p.get("group", p["prompt"]), {"prompt": p["prompt"], "cands": {}})
-        g["cands"][p["chosen"]] = p.get("gold_chosen"); g["cands"][p["rejected"]] = p.get("gold_rejected")
-    if any(v is None for g in groups.values() for v in g["cands"].values()): raise CourseError("gold_agreement needs 'gold_chosen' and 'gold_rejected' in every pair")
+        g["cands"][p["chosen"]] = p.get("gold_chosen")
+        g["cands"][p["rejected"]] = p.get("gold_rejected")
+    if any(v is None for g in groups.values() for v in g["cands"].values()):
+        raise CourseError("gold_agreement needs 'gold_chosen' and 'gold_rejected' in every pair")
     flat = [(k, g["prompt"], c, s) for k, g in groups.items() for c, s in g["cands"].items()]
     rm = model.score([f[1] for f in flat], [f[2] for f in flat], tokenizer, batch_size)
-    by = {}; [by.setdefault(f[0], []).append((f[3], r)) for f, r in zip(flat, rm)]
+    by = {}
+    [by.setdefault(f[0], []).append((f[3], r)) for f, r in zip(flat, rm)]
     top1, taus = [], []
     for k, v in by.items():
         gold, rms = np.array([x[0] for x in v]), np.array([x[1] for x in v])
         top1.append(float(gold[rms.argmax()] == gold.max()))
         t = _kendall_tau(gold, rms)
-        if t is not None: taus.append(t)
-    gold_all = np.array([f[3] for f in flat]); rm_all = np.array(rm)
-    return {"prompts": len(by), "candidates": len(flat), "top1_agreement": float(np.mean(top1)), "kendall_tau": float(np.mean(taus)),
-            "pearson": float(np.corrcoef(gold_all, rm_all)[0, 1])}
+        if t is not None:
+            taus.append(t)
+    gold_all = np.array([f[3] for f in flat])
+    rm_all = np.array(rm)
+    return {
+        "prompts": len(by),
+        "candidates": len(flat),
+        "top1_agreement": float(np.mean(top1)),
+        "kendall_tau": float(np.mean(taus)),
+        "pearson": float(np.corrcoef(gold_all, rm_all)[0, 1]),
+    }
+
 
 def calibration_table(chosen_rewards, rejected_rewards, n_bins: int = 10) -> dict:
     "Predicted P(A preferred) = sigmoid(r_A - r_B) in bins vs the observed share; both orientations of every pair. Also the ECE."
     d = np.asarray(chosen_rewards, dtype=float) - np.asarray(rejected_rewards, dtype=float)
-    p = np.concatenate([1 / (1 + np.exp(-d)), 1 / (1 + np.exp(d))]); y = np.concatenate([np.ones_like(d), np.zeros_like(d)])
-    edges = np.linspace(0, 1, n_bins + 1); idx = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
-    rows = [{"bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}", "n": int((idx == b).sum()), "predicted": float(p[idx == b].mean()), "observed": float(y[idx == b].mean())}
-            for b in range(n_bins) if (idx == b).any()]
+    p = np.concatenate([1 / (1 + np.exp(-d)), 1 / (1 + np.exp(d))])
+    y = np.concatenate([np.ones_like(d), np.zeros_like(d)])
+    edges = np.linspace(0, 1, n_bins + 1)
+    idx = np.clip(np.digitize(p, edges) - 1, 0, n_bins - 1)
+    rows = [
+        {
+            "bin": f"{edges[b]:.1f}-{edges[b + 1]:.1f}",
+            "n": int((idx == b).sum()),
+            "predicted": float(p[idx == b].mean()),
+            "observed": float(y[idx == b].mean()),
+        }
+        for b in range(n_bins)
+        if (idx == b).any()
+    ]
     ece = sum(r["n"] * abs(r["predicted"] - r["observed"]) for r in rows) / len(p)
     return {"bins": rows, "ece": float(ece), "n_pairs": int(len(d))}
 
-def plot_calibration(chosen_rewards, rejected_rewards, n_bins: int = 10, ax=None, title: str = "reward model calibration"):
+
+def plot_calibration(
+    chosen_rewards, rejected_rewards, n_bins: int = 10, ax=None, title: str = "reward model calibration"
+):
     "Reliability diagram: binned sigmoid(r_c - r_r) against the observed frequency. Returns (ax, table)."
     tab = calibration_table(chosen_rewards, rejected_rewards, n_bins)
     if ax is None:
         import matplotlib.pyplot as plt
+
         _, ax = plt.subplots(figsize=(5, 4.5))
-    xs, ys, ns = [r["predicted"] for r in tab["bins"]], [r["observed"] for r in tab["bins"]], [r["n"] for r in tab["bins"]]
+    xs, ys, ns = (
+        [r["predicted"] for r in tab["bins"]],
+        [r["observed"] for r in tab["bins"]],
+        [r["n"] for r in tab["bins"]],
+    )
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.scatter(xs, ys, s=[20 + 200 * n / max(ns) for n in ns], zorder=3, label="bins (size = pairs)"); ax.plot(xs, ys, "-", alpha=.6)
-    ax.set_xlabel("predicted P(A preferred) = σ(r_A − r_B)"); ax.set_ylabel("observed frequency A preferred")
-    ax.set_title(f"{title} (ECE {tab['ece']:.3f})"); ax.legend(loc="upper left"); ax.grid(alpha=.3)
+    ax.scatter(xs, ys, s=[20 + 200 * n / max(ns) for n in ns], zorder=3, label="bins (size = pairs)")
+    ax.plot(xs, ys, "-", alpha=0.6)
+    ax.set_xlabel("predicted P(A preferred) = σ(r_A − r_B)")
+    ax.set_ylabel("observed frequency A preferred")
+    ax.set_title(f"{title} (ECE {tab['ece']:.3f})")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
     return ax, tab
+
 
 # %% ../nbs/06_reward_model.ipynb #386ff6b8
 def load_reward_model(name_or_dir: str = "tiny-rm", device: str | None = "cpu"):
     "`(reward_model, tokenizer)` from a directory written by `RewardModel.save_pretrained`; 'tiny-rm' is the shipped one. Eval mode."
     d = _resolve_dir(name_or_dir)
     m = RewardModel.from_pretrained(d).eval()
-    if device is not None: m.to(device)
+    if device is not None:
+        m.to(device)
     return m, load_tokenizer(d)
+
 
 def shipped_rm_stats() -> dict:
     "The `rm_stats.json` of the shipped reward model."
     p = assets_dir() / "tiny-rm" / "rm_stats.json"
-    if not p.exists(): raise CourseError(f"{p} not found: run make_shipped_reward_model() to build the shipped reward model")
+    if not p.exists():
+        raise CourseError(f"{p} not found: run make_shipped_reward_model() to build the shipped reward model")
     return json.loads(p.read_text())
+
 
 def evaluate_reward_model(model: RewardModel, tokenizer, pairs: list[dict]) -> dict:
     "Pairwise accuracy (overall, per task, per rejected source), gold agreement and calibration on `pairs`."
-    rc, rr = reward_margins(model, tokenizer, pairs); ok = rc > rr
-    per = lambda key: {k: round(float(np.mean([o for o, p in zip(ok, pairs) if p.get(key) == k])), 4) for k in sorted({str(p.get(key)) for p in pairs})}
-    return {"pairs": len(pairs), "prompts": len({p.get("group") for p in pairs}), "accuracy": float(ok.mean()),
-            "per_task": per("task"), "per_rejected_source": per("source_rejected"),
-            "gold_agreement": gold_agreement(model, tokenizer, pairs), "calibration_ece": calibration_table(rc, rr)["ece"],
-            "mean_margin": float((rc - rr).mean()), "chosen_rewards": [round(float(x), 5) for x in rc], "rejected_rewards": [round(float(x), 5) for x in rr]}
+    rc, rr = reward_margins(model, tokenizer, pairs)
+    ok = rc > rr
+    per = lambda key: {
+        k: round(float(np.mean([o for o, p in zip(ok, pairs) if p.get(key) == k])), 4)
+        for k in sorted({str(p.get(key)) for p in pairs})
+    }
+    return {
+        "pairs": len(pairs),
+        "prompts": len({p.get("group") for p in pairs}),
+        "accuracy": float(ok.mean()),
+        "per_task": per("task"),
+        "per_rejected_source": per("source_rejected"),
+        "gold_agreement": gold_agreement(model, tokenizer, pairs),
+        "calibration_ece": calibration_table(rc, rr)["ece"],
+        "mean_margin": float((rc - rr).mean()),
+        "chosen_rewards": [round(float(x), 5) for x in rc],
+        "rejected_rewards": [round(float(x), 5) for x in rr],
+    }
 
-def make_shipped_reward_model(out_dir: str | Path | None = None, seed: int = 0, n_train_prompts: int | None = None, max_steps: int = 800,
-                              k: int = 4, progress: bool = True, **overrides) -> dict:
+
+def make_shipped_reward_model(
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    n_train_prompts: int | None = None,
+    max_steps: int = 800,
+    k: int = 4,
+    progress: bool = True,
+    **overrides,
+) -> dict:
     "Reproduce `assets/tiny-rm`: pairs from the first `n_train_prompts` training prompts (None: all), RM trained from tiny-sft, evaluated on held-out instances."
-    from instruct_course.world import make_splits
     from instruct_course.models import load_model
+    from instruct_course.world import make_splits
+
     out = Path(out_dir) if out_dir else assets_dir() / "tiny-rm"
-    splits = make_splits(seed=seed); sft = _resolve_dir("tiny-sft")
-    tok = load_tokenizer(sft); policy = load_model(sft, device="cpu")
+    splits = make_splits(seed=seed)
+    sft = _resolve_dir("tiny-sft")
+    tok = load_tokenizer(sft)
+    policy = load_model(sft, device="cpu")
     with Timer() as t_data:
         train = build_preference_data(policy, tok, splits["train"][:n_train_prompts], k=k, seed=seed, progress=progress)
         st_train = dict(build_preference_data.last_stats)
         heldout = build_preference_data(policy, tok, splits["heldout_instances"], k=k, seed=seed + 1, progress=progress)
         st_eval = dict(build_preference_data.last_stats)
-    model, m = train_reward_model(train, base=sft, out_dir=out, max_steps=max_steps, seed=seed, eval_pairs=heldout, progress=progress,
-                                  eval_steps=max(1, max_steps // 4), **overrides)
-    ev = evaluate_reward_model(model, tok, heldout); ev.pop("chosen_rewards"); ev.pop("rejected_rewards")
+    model, m = train_reward_model(
+        train,
+        base=sft,
+        out_dir=out,
+        max_steps=max_steps,
+        seed=seed,
+        eval_pairs=heldout,
+        progress=progress,
+        eval_steps=max(1, max_steps // 4),
+        **overrides,
+    )
+    ev = evaluate_reward_model(model, tok, heldout)
+    ev.pop("chosen_rewards")
+    ev.pop("rejected_rewards")
     for f in ("log_history.json", "training_args.bin"):
-        if (out / f).exists(): (out / f).unlink()
-    stats = {"made_by": f"instruct_course.reward.make_shipped_reward_model(seed={seed}, n_train_prompts={n_train_prompts}, max_steps={max_steps}, k={k}" + "".join(f", {a}={b!r}" for a, b in overrides.items()) + ")",
-             "base": "tiny-sft", "train": {"split": "make_splits(seed=0)['train']", **st_train}, "eval": {"split": "make_splits(seed=0)['heldout_instances']", **st_eval},
-             "training": {k2: m[k2] for k2 in ("steps", "train_seconds", "nonfinite_steps", "train_pairs", "train_prompts", "train_accuracy", "config")},
-             "data_seconds": round(t_data.seconds, 1), "threads": torch.get_num_threads(), "heldout": ev,
-             "gold_weights": GOLD_WEIGHTS, "eval_curve": [{"step": h["step"], "eval_accuracy": h["eval_accuracy"], "eval_loss": h["eval_loss"]}
-                                                           for h in m["log_history"] if "eval_accuracy" in h]}
+        if (out / f).exists():
+            (out / f).unlink()
+    stats = {
+        "made_by": f"instruct_course.reward.make_shipped_reward_model(seed={seed}, n_train_prompts={n_train_prompts}, max_steps={max_steps}, k={k}"
+        + "".join(f", {a}={b!r}" for a, b in overrides.items())
+        + ")",
+        "base": "tiny-sft",
+        "train": {"split": "make_splits(seed=0)['train']", **st_train},
+        "eval": {"split": "make_splits(seed=0)['heldout_instances']", **st_eval},
+        "training": {
+            k2: m[k2]
+            for k2 in (
+                "steps",
+                "train_seconds",
+                "nonfinite_steps",
+                "train_pairs",
+                "train_prompts",
+                "train_accuracy",
+                "config",
+            )
+        },
+        "data_seconds": round(t_data.seconds, 1),
+        "threads": torch.get_num_threads(),
+        "heldout": ev,
+        "gold_weights": GOLD_WEIGHTS,
+        "eval_curve": [
+            {"step": h["step"], "eval_accuracy": h["eval_accuracy"], "eval_loss": h["eval_loss"]}
+            for h in m["log_history"]
+            if "eval_accuracy" in h
+        ],
+    }
     save_json(stats, out / "rm_stats.json")
     return stats

@@ -4,186 +4,340 @@
 
 # %% ../nbs/09_self_instruct.ipynb #27b69a40
 from __future__ import annotations
-import re, json, random, string, unicodedata
+
+import json
+import random
+import re
+import string
+import unicodedata
 from collections import Counter
-from dataclasses import dataclass, asdict, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
+
 import torch
-from tqdm.auto import tqdm
 from rouge_score import rouge_scorer
-from .core import CourseError, assets_dir, read_jsonl, write_jsonl, append_jsonl, save_json, seed_everything
+from tqdm.auto import tqdm
+
+from instruct_course.core import (
+    CourseError,
+    append_jsonl,
+    assets_dir,
+    read_jsonl,
+    save_json,
+    write_jsonl,
+)
 from .generation import TextGenerator
 
 # %% auto #0
-__all__ = ['SEED_FIELDS', 'BLACKLIST', 'REASONS', 'tutorial_is_valid', 'seed_tasks_path', 'load_seed_tasks', 'UnicodeTokenizer',
-           'rouge_l', 'instruction_reason', 'response_reason', 'SelfInstructConfig', 'rule_is_classification',
-           'parse_instance', 'SelfInstructGenerator', 'leading_verb', 'quality_report', 'plot_quality_report',
-           'run_self_instruct']
+__all__ = [
+    "SEED_FIELDS",
+    "BLACKLIST",
+    "REASONS",
+    "tutorial_is_valid",
+    "seed_tasks_path",
+    "load_seed_tasks",
+    "UnicodeTokenizer",
+    "rouge_l",
+    "instruction_reason",
+    "response_reason",
+    "SelfInstructConfig",
+    "rule_is_classification",
+    "parse_instance",
+    "SelfInstructGenerator",
+    "leading_verb",
+    "quality_report",
+    "plot_quality_report",
+    "run_self_instruct",
+]
+
 
 # %% ../nbs/09_self_instruct.ipynb #e2832313
 def tutorial_is_valid(instruction: str, response: str) -> bool:
     "The source tutorial's `_is_valid`, kept as written, to show what it rejects."
-    if len(instruction) < 10 or len(response) < 20: return False
-    if instruction == response: return False
-    if response.count(".") < 1: return False
+    if len(instruction) < 10 or len(response) < 20:
+        return False
+    if instruction == response:
+        return False
+    if response.count(".") < 1:
+        return False
     return True
+
 
 # %% ../nbs/09_self_instruct.ipynb #2c596ffc
 SEED_FIELDS = {"instruction": str, "input": str, "output": str, "is_classification": bool}
 
-def seed_tasks_path() -> Path: return assets_dir() / "seed_tasks.jsonl"
+
+def seed_tasks_path() -> Path:
+    return assets_dir() / "seed_tasks.jsonl"
+
 
 def load_seed_tasks(path: str | Path | None = None) -> list[dict]:
     "Read and validate a seed-task JSONL file (default: the course's own); returns the records."
     path = Path(path or seed_tasks_path())
-    if not path.exists(): raise CourseError(f"{path}: seed file not found; pass the path of a JSONL file with fields {list(SEED_FIELDS)}")
+    if not path.exists():
+        raise CourseError(f"{path}: seed file not found; pass the path of a JSONL file with fields {list(SEED_FIELDS)}")
     out, seen = [], {}
     for i, rec in read_jsonl(path, required=SEED_FIELDS, with_lines=True):
         for k in ("instruction", "output"):
-            if not rec[k].strip(): raise CourseError(f"{path}:{i}: field {k!r} is empty; write the {k} or delete the line")
+            if not rec[k].strip():
+                raise CourseError(f"{path}:{i}: field {k!r} is empty; write the {k} or delete the line")
         key = rec["instruction"].strip().lower()
-        if key in seen: raise CourseError(f"{path}:{i}: instruction repeats line {seen[key]}; seeds must be distinct")
-        seen[key] = i; out.append({k: rec[k] for k in SEED_FIELDS})
-    if not out: raise CourseError(f"{path}: no seed tasks (the file is empty); add at least one JSON line with fields {list(SEED_FIELDS)}")
+        if key in seen:
+            raise CourseError(f"{path}:{i}: instruction repeats line {seen[key]}; seeds must be distinct")
+        seen[key] = i
+        out.append({k: rec[k] for k in SEED_FIELDS})
+    if not out:
+        raise CourseError(
+            f"{path}: no seed tasks (the file is empty); add at least one JSON line with fields {list(SEED_FIELDS)}"
+        )
     return out
+
 
 # %% ../nbs/09_self_instruct.ipynb #caa23ad3
 class UnicodeTokenizer:
     "Lower-cased letter/digit runs in any script; each CJK, kana or hangul character is its own token."
+
     _re = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uac00-\ud7af]|[^\W_]+")
+
     def tokenize(self, text: str) -> list[str]:
         return self._re.findall(unicodedata.normalize("NFKC", text).lower())
 
+
 _SCORER = rouge_scorer.RougeScorer(["rougeL"], tokenizer=UnicodeTokenizer())
+
 
 def rouge_l(a: str, b: str) -> float:
     "ROUGE-L F1 between `a` and `b` with `UnicodeTokenizer`; strings with no word tokens: 1.0 if equal, else 0.0."
     tk = _SCORER._tokenizer
-    if not tk.tokenize(a) or not tk.tokenize(b): return float(a.strip() == b.strip())
+    if not tk.tokenize(a) or not tk.tokenize(b):
+        return float(a.strip() == b.strip())
     return _SCORER.score(a, b)["rougeL"].fmeasure
 
+
 # %% ../nbs/09_self_instruct.ipynb #7bae49ba
-BLACKLIST = ["image", "images", "graph", "graphs", "picture", "pictures", "file", "files", "map", "maps", "draw", "plot",
-             "go to", "video", "audio", "music", "flowchart", "diagram"]  # the Self-Instruct repository's list (Wang et al., 2023)
-_BLACK_RE = re.compile(r"\b(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in BLACKLIST) + r")\b", re.IGNORECASE)
-REASONS = ["truncated_instruction", "length", "punctuation_start", "non_ascii_start", "blacklist", "similar",
-           "truncated_response", "unparseable", "empty_response", "copied_response"]
+BLACKLIST = [
+    "image",
+    "images",
+    "graph",
+    "graphs",
+    "picture",
+    "pictures",
+    "file",
+    "files",
+    "map",
+    "maps",
+    "draw",
+    "plot",
+    "go to",
+    "video",
+    "audio",
+    "music",
+    "flowchart",
+    "diagram",
+]  # the Self-Instruct repository's list (Wang et al., 2023)
+_BLACK_RE = re.compile(
+    r"\b(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in BLACKLIST) + r")\b", re.IGNORECASE
+)
+REASONS = [
+    "truncated_instruction",
+    "length",
+    "punctuation_start",
+    "non_ascii_start",
+    "blacklist",
+    "similar",
+    "truncated_response",
+    "unparseable",
+    "empty_response",
+    "copied_response",
+]
+
 
 def _norm(s: str) -> str:
     return " ".join(UnicodeTokenizer().tokenize(s))
 
-def instruction_reason(instruction: str, finish_reason: str = "stop", min_words: int = 3, max_words: int = 150) -> str | None:
+
+def instruction_reason(
+    instruction: str, finish_reason: str = "stop", min_words: int = 3, max_words: int = 150
+) -> str | None:
     "The first pool-independent filter `instruction` fails, or None."
-    if finish_reason == "length": return "truncated_instruction"
-    s = instruction.strip(); n = len(s.split())
-    if n < min_words or n > max_words: return "length"
-    if s[0] in string.punctuation: return "punctuation_start"
-    if not s[0].isascii(): return "non_ascii_start"
-    if _BLACK_RE.search(s): return "blacklist"
+    if finish_reason == "length":
+        return "truncated_instruction"
+    s = instruction.strip()
+    n = len(s.split())
+    if n < min_words or n > max_words:
+        return "length"
+    if s[0] in string.punctuation:
+        return "punctuation_start"
+    if not s[0].isascii():
+        return "non_ascii_start"
+    if _BLACK_RE.search(s):
+        return "blacklist"
     return None
+
 
 def response_reason(instruction: str, response: str, finish_reason: str = "stop") -> str | None:
     "The first filter a generated output fails, or None."
-    if finish_reason == "length": return "truncated_response"
-    if not response.strip() or not _norm(response): return "empty_response"
+    if finish_reason == "length":
+        return "truncated_response"
+    if not response.strip() or not _norm(response):
+        return "empty_response"
     r, i = _norm(response), _norm(instruction)
-    if r == i or (len(i) > 0 and r.startswith(i)): return "copied_response"
+    if r == i or (len(i) > 0 and r.startswith(i)):
+        return "copied_response"
     return None
+
 
 # %% ../nbs/09_self_instruct.ipynb #b8198a66
 @dataclass
 class SelfInstructConfig:
     "Settings for `SelfInstructGenerator` (provenance in comments)."
-    n_human: int = 6             # seed tasks per prompt: Wang et al. 2023 use 6 (the tutorial uses 3)
-    n_machine: int = 2           # machine tasks per prompt: Wang et al. use 2
-    rouge_threshold: float = 0.7 # Wang et al.: keep only if ROUGE-L <= 0.7 against every pool instruction
+
+    n_human: int = 6  # seed tasks per prompt: Wang et al. 2023 use 6 (the tutorial uses 3)
+    n_machine: int = 2  # machine tasks per prompt: Wang et al. use 2
+    rouge_threshold: float = 0.7  # Wang et al.: keep only if ROUGE-L <= 0.7 against every pool instruction
     min_words: int = 3
     max_words: int = 150
-    n_demos: int = 2             # demonstrations in the instance prompt
-    n_cls_demos: int = 8         # demonstrations in the is-classification prompt (half Yes, half No)
+    n_demos: int = 2  # demonstrations in the instance prompt
+    n_cls_demos: int = 8  # demonstrations in the is-classification prompt (half Yes, half No)
     batch_size: int = 16
     instruction_tokens: int = 40
     instance_tokens: int = 96
-    temperature: float = 0.7     # Wang et al. sample at 0.7
-    top_p: float = 0.9           # Wang et al. use 0.5 with GPT-3; a 135M model repeats itself less with a wider nucleus
-    classify: str = "rule"       # how to decide is_classification: "rule" (patterns) or "lm" (ask the model, as Wang et al. do)
+    temperature: float = 0.7  # Wang et al. sample at 0.7
+    top_p: float = 0.9  # Wang et al. use 0.5 with GPT-3; a 135M model repeats itself less with a wider nucleus
+    classify: str = (
+        "rule"  # how to decide is_classification: "rule" (patterns) or "lm" (ask the model, as Wang et al. do)
+    )
     seed: int = 0
 
-_CLS_RE = re.compile(r"\b(classify|categori[sz]e|label (the|each|it)|sentiment|(decide|determine|tell|check|identify) (if|whether)|"
-                     r"yes or no|true or false|fact or (an )?opinion|positive or negative|(spam|urgent|formal) or|"
-                     r"which (category|class|type|group)|(is|are) (the|this|it|these) \w+( \w+)? (or|a|an) \w+)\b", re.IGNORECASE)
+
+_CLS_RE = re.compile(
+    r"\b(classify|categori[sz]e|label (the|each|it)|sentiment|(decide|determine|tell|check|identify) (if|whether)|"
+    r"yes or no|true or false|fact or (an )?opinion|positive or negative|(spam|urgent|formal) or|"
+    r"which (category|class|type|group)|(is|are) (the|this|it|these) \w+( \w+)? (or|a|an) \w+)\b",
+    re.IGNORECASE,
+)
+
 
 def rule_is_classification(instruction: str) -> bool:
     "Pattern rule: does the task ask to choose from a small set of labels?"
     s = instruction.strip()
     return bool(_CLS_RE.search(s)) or bool(re.match(r"^(is|are|does|do|can|was|were)\b.*\?$", s, re.IGNORECASE))
 
+
 _INSTANCE_STOP = ["\nTask:", "\nTask "]
 _MARKERS = ["\nTask:", "\nInput:", "\nOutput:", "\nClass label:"]
 
+
 def _cut(text: str, markers=_MARKERS) -> str:
     cuts = [text.index(m) for m in markers if m in text]
-    return (text[:min(cuts)] if cuts else text).strip()
+    return (text[: min(cuts)] if cuts else text).strip()
+
 
 def parse_instance(text: str, is_classification: bool) -> dict | None:
     "Parse a generated instance (the text after 'Input:' or 'Class label:'); None if not in the format."
     if is_classification:
         label, sep, rest = text.partition("\nInput:")
         label = label.strip()
-        if not sep or not label or "\n" in label or len(label.split()) > 6: return None
+        if not sep or not label or "\n" in label or len(label.split()) > 6:
+            return None
         return {"input": _cut(rest), "output": label}
     inp, sep, rest = text.partition("\nOutput:")
-    if not sep: return None
+    if not sep:
+        return None
     inp = inp.strip()
-    if inp.lower().strip("<>") in ("none", "noinput", "no input", ""): inp = ""
+    if inp.lower().strip("<>") in ("none", "noinput", "no input", ""):
+        inp = ""
     return {"input": inp, "output": _cut(rest)}
+
 
 # %% ../nbs/09_self_instruct.ipynb #58a39a9c
 class SelfInstructGenerator:
     "Self-Instruct with a real LM: sample prompts from seed+machine pools, filter with reasons, keep the pool on disk."
-    def __init__(self, model, tokenizer, seed_tasks=None, config: SelfInstructConfig | None = None, progress: bool = True):
+
+    def __init__(
+        self, model, tokenizer, seed_tasks=None, config: SelfInstructConfig | None = None, progress: bool = True
+    ):
         self.cfg = config or SelfInstructConfig()
-        if seed_tasks is None: seed_tasks = load_seed_tasks()
-        elif isinstance(seed_tasks, (str, Path)): seed_tasks = load_seed_tasks(seed_tasks)
-        if not seed_tasks: raise CourseError("seed_tasks is empty; pass a list of instructions, a list of seed records, or a seed file path")
+        if seed_tasks is None:
+            seed_tasks = load_seed_tasks()
+        elif isinstance(seed_tasks, (str, Path)):
+            seed_tasks = load_seed_tasks(seed_tasks)
+        if not seed_tasks:
+            raise CourseError(
+                "seed_tasks is empty; pass a list of instructions, a list of seed records, or a seed file path"
+            )
         recs = []
         for i, s in enumerate(seed_tasks):
-            if isinstance(s, str): s = {"instruction": s, "input": "", "output": "", "is_classification": False}
-            if not isinstance(s, dict) or not str(s.get("instruction", "")).strip(): raise CourseError(f"seed_tasks[{i}] needs a non-empty 'instruction'")
-            recs.append({"instruction": s["instruction"].strip(), "input": s.get("input", ""), "output": s.get("output", ""), "is_classification": bool(s.get("is_classification", False))})
+            if isinstance(s, str):
+                s = {"instruction": s, "input": "", "output": "", "is_classification": False}
+            if not isinstance(s, dict) or not str(s.get("instruction", "")).strip():
+                raise CourseError(f"seed_tasks[{i}] needs a non-empty 'instruction'")
+            recs.append(
+                {
+                    "instruction": s["instruction"].strip(),
+                    "input": s.get("input", ""),
+                    "output": s.get("output", ""),
+                    "is_classification": bool(s.get("is_classification", False)),
+                }
+            )
         self.seed_tasks = recs
-        demo_src = [s for s in recs if s["output"]] or load_seed_tasks()  # instruction-only seeds: demonstrations come from the course's seeds
+        demo_src = [
+            s for s in recs if s["output"]
+        ] or load_seed_tasks()  # instruction-only seeds: demonstrations come from the course's seeds
         self.demos = {c: [s for s in demo_src if s["is_classification"] == c] for c in (True, False)}
-        if not self.demos[True] or not self.demos[False]: self.demos = {c: [s for s in load_seed_tasks() if s["is_classification"] == c] for c in (True, False)}
+        if not self.demos[True] or not self.demos[False]:
+            self.demos = {c: [s for s in load_seed_tasks() if s["is_classification"] == c] for c in (True, False)}
         self.model, self.tokenizer = model, tokenizer
-        self.gen = TextGenerator(model, tokenizer, batch_size=self.cfg.batch_size, temperature=self.cfg.temperature, top_p=self.cfg.top_p,
-                                 progress=False, seed=self.cfg.seed) if model is not None else None
+        self.gen = (
+            TextGenerator(
+                model,
+                tokenizer,
+                batch_size=self.cfg.batch_size,
+                temperature=self.cfg.temperature,
+                top_p=self.cfg.top_p,
+                progress=False,
+                seed=self.cfg.seed,
+            )
+            if model is not None
+            else None
+        )
         self.progress = progress
         self.machine: list[dict] = []
         self.counts = Counter()
 
     # --- pool and filters -------------------------------------------------
     @property
-    def pool_instructions(self) -> list[str]: return [s["instruction"] for s in self.seed_tasks] + [m["instruction"] for m in self.machine]
+    def pool_instructions(self) -> list[str]:
+        return [s["instruction"] for s in self.seed_tasks] + [m["instruction"] for m in self.machine]
 
     def nearest(self, instruction: str) -> tuple[float, str | None]:
         "Highest ROUGE-L of `instruction` against the current pool, and that pool instruction."
         best, who = 0.0, None
         for p in self.pool_instructions:
             r = rouge_l(instruction, p)
-            if r > best: best, who = r, p
+            if r > best:
+                best, who = r, p
         return best, who
 
-    def _reject_reason(self, instruction: str, response: str | None = None, instruction_finish: str = "stop", response_finish: str = "stop") -> tuple[str | None, float | None, str | None]:
+    def _reject_reason(
+        self,
+        instruction: str,
+        response: str | None = None,
+        instruction_finish: str = "stop",
+        response_finish: str = "stop",
+    ) -> tuple[str | None, float | None, str | None]:
         "(reason or None, nearest ROUGE-L, nearest pool instruction) for a candidate; `response=None` checks the instruction only."
         c = self.cfg
         why = instruction_reason(instruction, instruction_finish, c.min_words, c.max_words)
-        if why: return why, None, None
+        if why:
+            return why, None, None
         r, who = self.nearest(instruction)
-        if r > c.rouge_threshold: return "similar", r, who
+        if r > c.rouge_threshold:
+            return "similar", r, who
         if response is not None:
             why = response_reason(instruction, response, response_finish)
-            if why: return why, r, who
+            if why:
+                return why, r, who
         return None, r, who
 
     def _is_valid(self, instruction: str, response: str) -> bool:
@@ -197,45 +351,78 @@ class SelfInstructGenerator:
         human = rng.sample(self.seed_tasks, k=min(c.n_human, len(self.seed_tasks)))
         mach = rng.sample(self.machine, k=min(c.n_machine, len(self.machine)))
         ex = [t["instruction"] for t in human + mach]
-        if len(mach) < c.n_machine: ex += [t["instruction"] for t in rng.sample([s for s in self.seed_tasks if s not in human], k=min(c.n_machine - len(mach), len(self.seed_tasks) - len(human)))]
+        if len(mach) < c.n_machine:
+            ex += [
+                t["instruction"]
+                for t in rng.sample(
+                    [s for s in self.seed_tasks if s not in human],
+                    k=min(c.n_machine - len(mach), len(self.seed_tasks) - len(human)),
+                )
+            ]
         rng.shuffle(ex)
-        return "Come up with a series of tasks:\n" + "".join(f"Task {i + 1}: {e}\n" for i, e in enumerate(ex)) + f"Task {len(ex) + 1}:", ex
+        return "Come up with a series of tasks:\n" + "".join(
+            f"Task {i + 1}: {e}\n" for i, e in enumerate(ex)
+        ) + f"Task {len(ex) + 1}:", ex
 
     def instance_prompt(self, instruction: str, is_classification: bool, rng: random.Random) -> str:
         "Few-shot prompt for one instance: class label first for classification, input first otherwise."
         demos = rng.sample(self.demos[is_classification], k=min(self.cfg.n_demos, len(self.demos[is_classification])))
         if is_classification:
             s = "For each classification task, first choose a class label, then write an input that belongs to that class.\n\n"
-            s += "".join(f"Task: {d['instruction']}\nClass label: {d['output']}\nInput: {d['input']}\n\n" for d in demos)
+            s += "".join(
+                f"Task: {d['instruction']}\nClass label: {d['output']}\nInput: {d['input']}\n\n" for d in demos
+            )
             return s + f"Task: {instruction}\nClass label:"
         s = "For each task, write an input and the correct output. Write 'Input: <none>' when the task needs no input.\n\n"
-        s += "".join(f"Task: {d['instruction']}\nInput: {d['input'] or '<none>'}\nOutput: {d['output']}\n\n" for d in demos)
+        s += "".join(
+            f"Task: {d['instruction']}\nInput: {d['input'] or '<none>'}\nOutput: {d['output']}\n\n" for d in demos
+        )
         return s + f"Task: {instruction}\nInput:"
 
     def is_classification(self, instructions: list[str], seed: int = 0) -> list[bool]:
         "Is each task a classification task? By `config.classify`: 'rule' (patterns) or 'lm' (ask the model)."
-        if self.cfg.classify == "rule": return [rule_is_classification(i) for i in instructions]
-        if self.cfg.classify != "lm": raise CourseError(f"config.classify must be 'rule' or 'lm', got {self.cfg.classify!r}")
+        if self.cfg.classify == "rule":
+            return [rule_is_classification(i) for i in instructions]
+        if self.cfg.classify != "lm":
+            raise CourseError(f"config.classify must be 'rule' or 'lm', got {self.cfg.classify!r}")
         return self.lm_is_classification(instructions, seed)
 
     @torch.no_grad()
     def lm_is_classification(self, instructions: list[str], seed: int = 0) -> list[bool]:
         "Ask the model (few-shot, one forward pass each) whether each task has a small fixed set of output labels."
-        if not instructions: return []
-        rng = random.Random(seed); k = self.cfg.n_cls_demos // 2
+        if not instructions:
+            return []
+        rng = random.Random(seed)
+        k = self.cfg.n_cls_demos // 2
         tok, model = self.tokenizer, self.model
-        yes, no = tok(" Yes", add_special_tokens=False)["input_ids"][0], tok(" No", add_special_tokens=False)["input_ids"][0]
+        yes, no = (
+            tok(" Yes", add_special_tokens=False)["input_ids"][0],
+            tok(" No", add_special_tokens=False)["input_ids"][0],
+        )
         out = []
         for b in range(0, len(instructions), self.cfg.batch_size):
             prompts = []
-            for ins in instructions[b:b + self.cfg.batch_size]:
-                demos = rng.sample([d for d in self.demos[True] if d["instruction"] != ins], k) + rng.sample([d for d in self.demos[False] if d["instruction"] != ins], k)
+            for ins in instructions[b : b + self.cfg.batch_size]:
+                demos = rng.sample([d for d in self.demos[True] if d["instruction"] != ins], k) + rng.sample(
+                    [d for d in self.demos[False] if d["instruction"] != ins], k
+                )
                 rng.shuffle(demos)
-                prompts.append("Can the task be answered by choosing from a small fixed set of labels?\n\n"
-                               + "".join(f"Task: {d['instruction']}\nAnswer: {'Yes' if d['is_classification'] else 'No'}\n\n" for d in demos) + f"Task: {ins}\nAnswer:")
-            old = tok.padding_side; tok.padding_side = "left"
-            try: enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(next(model.parameters()).device)
-            finally: tok.padding_side = old
+                prompts.append(
+                    "Can the task be answered by choosing from a small fixed set of labels?\n\n"
+                    + "".join(
+                        f"Task: {d['instruction']}\nAnswer: {'Yes' if d['is_classification'] else 'No'}\n\n"
+                        for d in demos
+                    )
+                    + f"Task: {ins}\nAnswer:"
+                )
+            old = tok.padding_side
+            tok.padding_side = "left"
+            try:
+                enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+                    next(model.parameters()).device
+                )
+            finally:
+                tok.padding_side = old
             logits = model(**enc).logits[:, -1]
             out += (logits[:, yes] > logits[:, no]).tolist()
         return out
@@ -243,66 +430,115 @@ class SelfInstructGenerator:
     # --- the loop ---------------------------------------------------------
     def _batch(self, b: int, n: int) -> list[dict]:
         "Make batch `b` of `n` candidates against the current pool; accepted ones join the pool."
-        c = self.cfg; rng = random.Random(c.seed * 1_000_003 + b)
+        c = self.cfg
+        rng = random.Random(c.seed * 1_000_003 + b)
         prompts, examples = zip(*[self.instruction_prompt(rng) for _ in range(n)])
-        props = self.gen(list(prompts), stop=["\n"], max_new_tokens=c.instruction_tokens, chat=False, seed=c.seed * 1_000_003 + b)
+        props = self.gen(
+            list(prompts), stop=["\n"], max_new_tokens=c.instruction_tokens, chat=False, seed=c.seed * 1_000_003 + b
+        )
         recs = []
         for k, (p, ex) in enumerate(zip(props, examples)):
             ins = p["text"].strip()
             why, r, who = self._reject_reason(ins, None, p["finish_reason"])
-            rec = {"id": f"b{b}-{k}", "batch": b, "batch_n": n, "instruction": ins, "input": "", "output": "", "is_classification": None,
-                   "status": "rejected" if why else "pending", "reason": why, "rouge_nearest": None if r is None else round(r, 4), "nearest": who,
-                   "finish_instruction": p["finish_reason"], "finish_instance": None, "examples": list(ex)}
-            if not why: self.machine.append(rec)  # provisional: later proposals in this batch are compared with it
+            rec = {
+                "id": f"b{b}-{k}",
+                "batch": b,
+                "batch_n": n,
+                "instruction": ins,
+                "input": "",
+                "output": "",
+                "is_classification": None,
+                "status": "rejected" if why else "pending",
+                "reason": why,
+                "rouge_nearest": None if r is None else round(r, 4),
+                "nearest": who,
+                "finish_instruction": p["finish_reason"],
+                "finish_instance": None,
+                "examples": list(ex),
+            }
+            if not why:
+                self.machine.append(rec)  # provisional: later proposals in this batch are compared with it
             recs.append(rec)
         todo = [r for r in recs if r["status"] == "pending"]
         cls = self.is_classification([r["instruction"] for r in todo], seed=c.seed * 1_000_003 + b)
         iprompts = [self.instance_prompt(r["instruction"], y, rng) for r, y in zip(todo, cls)]
-        inst = self.gen(iprompts, stop=_INSTANCE_STOP, max_new_tokens=c.instance_tokens, chat=False, seed=c.seed * 1_000_003 + b + 500_000)
+        inst = self.gen(
+            iprompts,
+            stop=_INSTANCE_STOP,
+            max_new_tokens=c.instance_tokens,
+            chat=False,
+            seed=c.seed * 1_000_003 + b + 500_000,
+        )
         for r, y, o in zip(todo, cls, inst):
             r["is_classification"], r["finish_instance"] = bool(y), o["finish_reason"]
             parsed = parse_instance(o["text"], bool(y)) if o["finish_reason"] == "stop" else None
-            if parsed: r.update(parsed)
-            else: r["output"] = o["text"]
-            why = "truncated_response" if o["finish_reason"] == "length" else ("unparseable" if parsed is None else response_reason(r["instruction"], r["output"]))
+            if parsed:
+                r.update(parsed)
+            else:
+                r["output"] = o["text"]
+            why = (
+                "truncated_response"
+                if o["finish_reason"] == "length"
+                else ("unparseable" if parsed is None else response_reason(r["instruction"], r["output"]))
+            )
             r["status"], r["reason"] = ("rejected", why) if why else ("accepted", None)
         self.machine = [m for m in self.machine if m.get("status") != "rejected"]
         return recs
 
     def _load(self, path: Path) -> list[dict]:
         "Records of complete batches in `path`; a torn last line or a half-written batch is removed from the file."
-        if not path.exists(): return []
-        lines = path.read_text(encoding="utf-8").splitlines(); recs = []
+        if not path.exists():
+            return []
+        lines = path.read_text(encoding="utf-8").splitlines()
+        recs = []
         for i, line in enumerate(lines, 1):
-            try: recs.append(json.loads(line))
+            try:
+                recs.append(json.loads(line))
             except json.JSONDecodeError:
-                if i == len(lines): break  # a torn last line from an interrupted write
-                raise CourseError(f"{path}:{i}: not valid JSON in the middle of the file; fix or delete that line (or start a new output file)")
+                if i == len(lines):
+                    break  # a torn last line from an interrupted write
+                raise CourseError(
+                    f"{path}:{i}: not valid JSON in the middle of the file; fix or delete that line (or start a new output file)"
+                )
         by = Counter(r["batch"] for r in recs)
         done = {b for b, k in by.items() if k == next(r["batch_n"] for r in recs if r["batch"] == b)}
         keep = [r for r in recs if r["batch"] in done]
-        if len(keep) != len(lines): write_jsonl(keep, path)
+        if len(keep) != len(lines):
+            write_jsonl(keep, path)
         return keep
 
     def generate_instructions(self, num_instructions: int = 1000, out_path: str | Path | None = None) -> list[dict]:
         "Make `num_instructions` candidates (accepted or rejected), appending each batch to `out_path`; returns the accepted ones."
-        if not isinstance(num_instructions, int) or num_instructions < 1: raise CourseError(f"num_instructions must be a positive int, got {num_instructions!r}")
-        if self.gen is None: raise CourseError("this generator has no model; pass model and tokenizer")
+        if not isinstance(num_instructions, int) or num_instructions < 1:
+            raise CourseError(f"num_instructions must be a positive int, got {num_instructions!r}")
+        if self.gen is None:
+            raise CourseError("this generator has no model; pass model and tokenizer")
         c, path = self.cfg, Path(out_path) if out_path else None
         old = self._load(path) if path else []
-        self.machine = [r for r in old if r["status"] == "accepted"]; self.counts = Counter(r["reason"] or "accepted" for r in old)
+        self.machine = [r for r in old if r["status"] == "accepted"]
+        self.counts = Counter(r["reason"] or "accepted" for r in old)
         self.records = list(old)
-        starts = list(range(0, num_instructions, c.batch_size)); done = {r["batch"] for r in old}
-        bar = tqdm(total=num_instructions, initial=sum(min(c.batch_size, num_instructions - s) for b, s in enumerate(starts) if b in done),
-                   desc="self-instruct", disable=not self.progress)
+        starts = list(range(0, num_instructions, c.batch_size))
+        done = {r["batch"] for r in old}
+        bar = tqdm(
+            total=num_instructions,
+            initial=sum(min(c.batch_size, num_instructions - s) for b, s in enumerate(starts) if b in done),
+            desc="self-instruct",
+            disable=not self.progress,
+        )
         for b, s in enumerate(starts):
-            if b in done: continue
+            if b in done:
+                continue
             recs = self._batch(b, min(c.batch_size, num_instructions - s))
-            if path: append_jsonl(recs, path)
-            self.records += recs; self.counts.update(r["reason"] or "accepted" for r in recs)
-            bar.update(len(recs)); bar.set_postfix(accepted=self.counts["accepted"])
+            if path:
+                append_jsonl(recs, path)
+            self.records += recs
+            self.counts.update(r["reason"] or "accepted" for r in recs)
+            bar.update(len(recs))
+            bar.set_postfix(accepted=self.counts["accepted"])
         bar.close()
         return [r for r in self.records if r["status"] == "accepted"]
+
 
 # %% ../nbs/09_self_instruct.ipynb #230f7b9d
 def leading_verb(instruction: str) -> str:
@@ -310,9 +546,11 @@ def leading_verb(instruction: str) -> str:
     words = [w for w in UnicodeTokenizer().tokenize(instruction) if w != "please"]
     return words[0] if words else ""
 
+
 def quality_report(records: list[dict]) -> dict:
     "Counts by reason, ROUGE-L-to-pool histogram, leading-verb diversity and length statistics for a Self-Instruct run."
-    if not records: raise CourseError("quality_report needs the records of a run (generate_instructions(...) first)")
+    if not records:
+        raise CourseError("quality_report needs the records of a run (generate_instructions(...) first)")
     acc = [r for r in records if r["status"] == "accepted"]
     reasons = Counter(r["reason"] for r in records if r["status"] == "rejected")
     rouge = [r["rouge_nearest"] for r in records if r.get("rouge_nearest") is not None]
@@ -320,51 +558,111 @@ def quality_report(records: list[dict]) -> dict:
     hist = [sum(edges[i] <= x < edges[i + 1] or (i == 9 and x == 1.0) for x in rouge) for i in range(10)]
     verbs = Counter(leading_verb(r["instruction"]) for r in acc)
     L = lambda k: [len(r[k].split()) for r in acc]
-    stats = lambda xs: {"mean": round(sum(xs) / len(xs), 2), "min": min(xs), "max": max(xs)} if xs else {"mean": None, "min": None, "max": None}
-    return {"candidates": len(records), "accepted": len(acc), "acceptance_rate": round(len(acc) / len(records), 4),
-            "rejected_by_reason": {k: reasons.get(k, 0) for k in REASONS},
-            "rouge_nearest": {"bins": edges, "counts": hist, "values": rouge, "mean": round(sum(rouge) / len(rouge), 4) if rouge else None},
-            "leading_verbs": {"distinct": len(verbs), "top": verbs.most_common(15), "distinct_ratio": round(len(verbs) / len(acc), 3) if acc else None},
-            "classification_share": round(sum(bool(r["is_classification"]) for r in acc) / len(acc), 3) if acc else None,
-            "lengths": {k: {**stats(L(k)), "values": L(k)} for k in ("instruction", "input", "output")}}
+    stats = lambda xs: (
+        {"mean": round(sum(xs) / len(xs), 2), "min": min(xs), "max": max(xs)}
+        if xs
+        else {"mean": None, "min": None, "max": None}
+    )
+    return {
+        "candidates": len(records),
+        "accepted": len(acc),
+        "acceptance_rate": round(len(acc) / len(records), 4),
+        "rejected_by_reason": {k: reasons.get(k, 0) for k in REASONS},
+        "rouge_nearest": {
+            "bins": edges,
+            "counts": hist,
+            "values": rouge,
+            "mean": round(sum(rouge) / len(rouge), 4) if rouge else None,
+        },
+        "leading_verbs": {
+            "distinct": len(verbs),
+            "top": verbs.most_common(15),
+            "distinct_ratio": round(len(verbs) / len(acc), 3) if acc else None,
+        },
+        "classification_share": round(sum(bool(r["is_classification"]) for r in acc) / len(acc), 3) if acc else None,
+        "lengths": {k: {**stats(L(k)), "values": L(k)} for k in ("instruction", "input", "output")},
+    }
+
 
 def plot_quality_report(report: dict, out_dir: str | Path | None = None) -> list[Path]:
     "Four panels (rejections, ROUGE-L to pool, leading verbs, lengths); saved as PNGs when `out_dir` is given."
-    import matplotlib; import matplotlib.pyplot as plt
+    import matplotlib
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(1, 4, figsize=(18, 3.6))
-    rr = report["rejected_by_reason"]; ax[0].barh(list(rr) + ["accepted"], list(rr.values()) + [report["accepted"]], color=["tab:red"] * len(rr) + ["tab:green"])
-    ax[0].set_title(f"{report['candidates']} candidates"); ax[0].invert_yaxis()
-    rn = report["rouge_nearest"]; ax[1].bar([b + 0.05 for b in rn["bins"][:-1]], rn["counts"], width=0.09); ax[1].axvline(0.7, color="tab:red", ls="--")
-    ax[1].set_title("ROUGE-L to nearest pool instruction"); ax[1].set_xlabel("ROUGE-L F")
+    rr = report["rejected_by_reason"]
+    ax[0].barh(
+        list(rr) + ["accepted"], list(rr.values()) + [report["accepted"]], color=["tab:red"] * len(rr) + ["tab:green"]
+    )
+    ax[0].set_title(f"{report['candidates']} candidates")
+    ax[0].invert_yaxis()
+    rn = report["rouge_nearest"]
+    ax[1].bar([b + 0.05 for b in rn["bins"][:-1]], rn["counts"], width=0.09)
+    ax[1].axvline(0.7, color="tab:red", ls="--")
+    ax[1].set_title("ROUGE-L to nearest pool instruction")
+    ax[1].set_xlabel("ROUGE-L F")
     top = report["leading_verbs"]["top"]
-    ax[2].barh([v for v, _ in top][::-1], [n for _, n in top][::-1]); ax[2].set_title(f"leading verbs ({report['leading_verbs']['distinct']} distinct)")
+    ax[2].barh([v for v, _ in top][::-1], [n for _, n in top][::-1])
+    ax[2].set_title(f"leading verbs ({report['leading_verbs']['distinct']} distinct)")
     for k in ("instruction", "input", "output"):
         v = report["lengths"][k]["values"]
-        if v: ax[3].hist(v, bins=20, alpha=0.5, label=k)
-    ax[3].legend(); ax[3].set_title("length (words), accepted"); fig.tight_layout()
+        if v:
+            ax[3].hist(v, bins=20, alpha=0.5, label=k)
+    ax[3].legend()
+    ax[3].set_title("length (words), accepted")
+    fig.tight_layout()
     paths = []
     if out_dir:
-        out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out_dir / "self_instruct_report.png", dpi=80); paths.append(out_dir / "self_instruct_report.png")
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out_dir / "self_instruct_report.png", dpi=80)
+        paths.append(out_dir / "self_instruct_report.png")
     plt.show() if matplotlib.get_backend().lower() not in ("agg",) else None
     plt.close(fig)
     return paths
 
+
 # %% ../nbs/09_self_instruct.ipynb #a8825391
-def run_self_instruct(out_dir: str | Path, n: int = 200, model: str = "smollm2", seed: int = 0, batch_size: int = 16,
-                      seed_file: str | Path | None = None, device: str = "cpu", progress: bool = True, **config) -> dict:
+def run_self_instruct(
+    out_dir: str | Path,
+    n: int = 200,
+    model: str = "smollm2",
+    seed: int = 0,
+    batch_size: int = 16,
+    seed_file: str | Path | None = None,
+    device: str = "cpu",
+    progress: bool = True,
+    **config,
+) -> dict:
     "Run (or resume) Self-Instruct for `n` candidates; writes generations.jsonl, pool.jsonl, report.json and a PNG to `out_dir`. Returns the report."
-    from instruct_course.models import load_model, load_tokenizer
     import time
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+
+    from instruct_course.models import load_model, load_tokenizer
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     seeds = load_seed_tasks(seed_file)
     cfg = SelfInstructConfig(batch_size=batch_size, seed=seed, **config)
     m, tok = load_model(model, device=device), load_tokenizer(model)
     g = SelfInstructGenerator(m, tok, seeds, config=cfg, progress=progress)
-    t0 = time.perf_counter(); g.generate_instructions(num_instructions=n, out_path=out_dir / "generations.jsonl")
-    write_jsonl([{k: r[k] for k in ("instruction", "input", "output", "is_classification")} for r in g.records if r["status"] == "accepted"], out_dir / "pool.jsonl")
+    t0 = time.perf_counter()
+    g.generate_instructions(num_instructions=n, out_path=out_dir / "generations.jsonl")
+    write_jsonl(
+        [
+            {k: r[k] for k in ("instruction", "input", "output", "is_classification")}
+            for r in g.records
+            if r["status"] == "accepted"
+        ],
+        out_dir / "pool.jsonl",
+    )
     rep = quality_report(g.records)
-    rep.update(model=str(model), seed=seed, config=asdict(cfg), seconds_this_call=round(time.perf_counter() - t0, 1), generation=g.gen.stats)
+    rep.update(
+        model=str(model),
+        seed=seed,
+        config=asdict(cfg),
+        seconds_this_call=round(time.perf_counter() - t0, 1),
+        generation=g.gen.stats,
+    )
     plot_quality_report(rep, out_dir)
     save_json({k: v for k, v in rep.items()}, out_dir / "report.json")
     return rep

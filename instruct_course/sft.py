@@ -4,24 +4,54 @@
 
 # %% ../nbs/05_sft.ipynb #08997761
 from __future__ import annotations
-import json, math, time, warnings, os
+
+import json
 from pathlib import Path
+
 import torch
-from transformers import Trainer, TrainingArguments, TrainerCallback
-from .core import CourseError, seed_everything, pick_device, save_json, run_dir, Timer
-from .masking import prepare_dataset, InstructionCollator, compute_instruction_loss, format_prompt, IGNORE_INDEX
+from transformers import Trainer, TrainingArguments
+
+from .core import CourseError, Timer, pick_device, save_json, seed_everything
+from instruct_course.masking import (
+    InstructionCollator,
+    compute_instruction_loss,
+    format_prompt,
+    prepare_dataset,
+)
 from .models import generate
 from .world import score_response
 
 # %% auto #0
-__all__ = ['instruction_training_config', 'INSTRUCTION_TRAINING_CONFIG_PROVENANCE', 'COURSE_SFT_CONFIG', 'SAMPLING',
-           'COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'training_arguments',
-           'InstructionTrainer', 'train_sft_stage', 'evaluate_exact_match', 'plot_loss', 'upsample_tasks', 'run_demo']
+__all__ = [
+    "instruction_training_config",
+    "INSTRUCTION_TRAINING_CONFIG_PROVENANCE",
+    "COURSE_SFT_CONFIG",
+    "SAMPLING",
+    "COURSE_TASK_UPSAMPLE",
+    "COURSE_DEMO_STEPS",
+    "COURSE_DEMO_CONFIG",
+    "training_arguments",
+    "InstructionTrainer",
+    "train_sft_stage",
+    "evaluate_exact_match",
+    "plot_loss",
+    "upsample_tasks",
+    "run_demo",
+]
 
 # %% ../nbs/05_sft.ipynb #f0bc9dc5
 instruction_training_config = {
-    "learning_rate": 2e-5, "batch_size": 32, "epochs": 3, "warmup_ratio": 0.03, "weight_decay": 0.1, "max_seq_length": 512,
-    "gradient_accumulation_steps": 4, "fp16": True, "logging_steps": 100, "save_strategy": "epoch", "evaluation_strategy": "epoch",
+    "learning_rate": 2e-5,
+    "batch_size": 32,
+    "epochs": 3,
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.1,
+    "max_seq_length": 512,
+    "gradient_accumulation_steps": 4,
+    "fp16": True,
+    "logging_steps": 100,
+    "save_strategy": "epoch",
+    "evaluation_strategy": "epoch",
 }
 INSTRUCTION_TRAINING_CONFIG_PROVENANCE = {
     "learning_rate": "source tutorial; the usual range for full fine-tuning of 1B+ models (Alpaca used 2e-5 for LLaMA-7B)",
@@ -38,102 +68,219 @@ INSTRUCTION_TRAINING_CONFIG_PROVENANCE = {
 }
 # What the course uses on the tiny model (measured in this lesson): larger LR for a 1M-parameter model, no fp16 on a CPU, short sequences.
 COURSE_SFT_CONFIG = {
-    "learning_rate": 2e-3, "batch_size": 32, "epochs": 3, "max_steps": 700, "warmup_ratio": 0.03, "weight_decay": 0.0, "max_seq_length": 160,
-    "gradient_accumulation_steps": 1, "logging_steps": 25, "eval_steps": 100, "save_steps": 100, "style": "tutorial",
+    "learning_rate": 2e-3,
+    "batch_size": 32,
+    "epochs": 3,
+    "max_steps": 700,
+    "warmup_ratio": 0.03,
+    "weight_decay": 0.0,
+    "max_seq_length": 160,
+    "gradient_accumulation_steps": 1,
+    "logging_steps": 25,
+    "eval_steps": 100,
+    "save_steps": 100,
+    "style": "tutorial",
     "group_by_length": False,  # True removes padding (~40% of a random batch) but, here, groups batches by task: see below
 }
 
 SAMPLING = ("random", "group_by_length", "batch_rebalance")
 
+
 def _sampling(c: dict) -> str:
     s = c.get("sampling") or ("group_by_length" if c.get("group_by_length") else "random")
-    if s not in SAMPLING: raise CourseError(f"config 'sampling' must be one of {SAMPLING}, got {s!r}")
+    if s not in SAMPLING:
+        raise CourseError(f"config 'sampling' must be one of {SAMPLING}, got {s!r}")
     if s == "batch_rebalance" and c.get("gradient_accumulation_steps", 1) < 2:
-        raise CourseError("sampling='batch_rebalance' splits each optimizer step's batch into gradient_accumulation_steps micro-batches of similar length: set gradient_accumulation_steps >= 2")
+        raise CourseError(
+            "sampling='batch_rebalance' splits each optimizer step's batch into gradient_accumulation_steps micro-batches of similar length: set gradient_accumulation_steps >= 2"
+        )
     return s
 
-def training_arguments(output_dir, config: dict | None = None, seed: int = 0, has_eval: bool = False, progress: bool = True, **overrides) -> TrainingArguments:
+
+def training_arguments(
+    output_dir, config: dict | None = None, seed: int = 0, has_eval: bool = False, progress: bool = True, **overrides
+) -> TrainingArguments:
     "Translate a course config (tutorial keys) into transformers-5 `TrainingArguments` for the current device."
     c = {**COURSE_SFT_CONFIG, **(config or {}), **overrides}
-    if "evaluation_strategy" in c: c.setdefault("eval_strategy", c.pop("evaluation_strategy"))
+    if "evaluation_strategy" in c:
+        c.setdefault("eval_strategy", c.pop("evaluation_strategy"))
     dev, dt = pick_device()
     return TrainingArguments(
-        output_dir=str(output_dir), per_device_train_batch_size=c["batch_size"], per_device_eval_batch_size=c["batch_size"],
-        num_train_epochs=c["epochs"], max_steps=c.get("max_steps") or -1, learning_rate=c["learning_rate"], weight_decay=c["weight_decay"],
-        warmup_steps=c["warmup_ratio"], gradient_accumulation_steps=c["gradient_accumulation_steps"], lr_scheduler_type="cosine",
-        logging_steps=c["logging_steps"], eval_strategy=("steps" if has_eval else "no"), eval_steps=c["eval_steps"],
-        save_strategy="steps", save_steps=c["save_steps"], save_total_limit=2, seed=seed, data_seed=seed,
-        bf16=dt == torch.bfloat16, fp16=dt == torch.float16, use_cpu=dev.type == "cpu", report_to="none",
-        dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=not progress, logging_first_step=True, prediction_loss_only=True,
-        train_sampling_strategy=_sampling(c))
+        output_dir=str(output_dir),
+        per_device_train_batch_size=c["batch_size"],
+        per_device_eval_batch_size=c["batch_size"],
+        num_train_epochs=c["epochs"],
+        max_steps=c.get("max_steps") or -1,
+        learning_rate=c["learning_rate"],
+        weight_decay=c["weight_decay"],
+        warmup_steps=c["warmup_ratio"],
+        gradient_accumulation_steps=c["gradient_accumulation_steps"],
+        lr_scheduler_type="cosine",
+        logging_steps=c["logging_steps"],
+        eval_strategy=("steps" if has_eval else "no"),
+        eval_steps=c["eval_steps"],
+        save_strategy="steps",
+        save_steps=c["save_steps"],
+        save_total_limit=2,
+        seed=seed,
+        data_seed=seed,
+        bf16=dt == torch.bfloat16,
+        fp16=dt == torch.float16,
+        use_cpu=dev.type == "cpu",
+        report_to="none",
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=not progress,
+        logging_first_step=True,
+        prediction_loss_only=True,
+        train_sampling_strategy=_sampling(c),
+    )
+
 
 # %% ../nbs/05_sft.ipynb #24a0dc16
 class InstructionTrainer(Trainer):
     "A `Trainer` whose loss is the response-only mean over the optimizer step's response tokens."
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = num_items_in_batch.item() if torch.is_tensor(num_items_in_batch) else num_items_in_batch
         loss = compute_instruction_loss(model, inputs, num_items=n)
-        if not torch.isfinite(loss): raise CourseError(f"non-finite SFT loss ({loss.item()}) at step {self.state.global_step}: lower the learning rate")
+        if not torch.isfinite(loss):
+            raise CourseError(
+                f"non-finite SFT loss ({loss.item()}) at step {self.state.global_step}: lower the learning rate"
+            )
         return (loss, {}) if return_outputs else loss  # no logits kept: evaluation needs only the loss
 
     def _get_train_sampler(self, train_dataset=None):
         s = super()._get_train_sampler(train_dataset)
-        if type(s).__name__ == "BatchRebalanceSampler":  # transformers seeds it with a fixed 42: make it follow our seed
+        if (
+            type(s).__name__ == "BatchRebalanceSampler"
+        ):  # transformers seeds it with a fixed 42: make it follow our seed
             s.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return s
 
+
 def _as_prepared(data, tokenizer, max_length, style, loss_on):
     from datasets import Dataset
-    if data is None: return None
+
+    if data is None:
+        return None
     cols = data.column_names if hasattr(data, "column_names") else (list(data[0]) if len(data) else [])
-    if "labels" in cols: ds = data if hasattr(data, "column_names") else Dataset.from_list(list(data))
-    elif "instruction" in cols: ds, _ = prepare_dataset(list(data), tokenizer, max_length=max_length, style=style)
-    else: raise CourseError(f"dataset needs records with 'instruction'/'response' or prepared 'input_ids'/'labels'; got columns {cols}")
-    if loss_on == "all": ds = ds.map(lambda ex: {"labels": list(ex["input_ids"])})
-    elif loss_on != "response": raise CourseError(f"loss_on must be 'response' or 'all', got {loss_on!r}")
+    if "labels" in cols:
+        ds = data if hasattr(data, "column_names") else Dataset.from_list(list(data))
+    elif "instruction" in cols:
+        ds, _ = prepare_dataset(list(data), tokenizer, max_length=max_length, style=style)
+    else:
+        raise CourseError(
+            f"dataset needs records with 'instruction'/'response' or prepared 'input_ids'/'labels'; got columns {cols}"
+        )
+    if loss_on == "all":
+        ds = ds.map(lambda ex: {"labels": list(ex["input_ids"])})
+    elif loss_on != "response":
+        raise CourseError(f"loss_on must be 'response' or 'all', got {loss_on!r}")
     return ds
 
-def train_sft_stage(model, dataset, tokenizer, epochs: int = 3, output_dir: str | Path = "./sft_model", eval_dataset=None,
-                    config: dict | None = None, seed: int = 0, resume_from_checkpoint=None, loss_on: str = "response",
-                    callbacks=(), progress: bool = True, **overrides):
+
+def train_sft_stage(
+    model,
+    dataset,
+    tokenizer,
+    epochs: int = 3,
+    output_dir: str | Path = "./sft_model",
+    eval_dataset=None,
+    config: dict | None = None,
+    seed: int = 0,
+    resume_from_checkpoint=None,
+    loss_on: str = "response",
+    callbacks=(),
+    progress: bool = True,
+    **overrides,
+):
     "Stage 1 of InstructGPT: supervised fine-tuning on (instruction, response) pairs with the response-only loss. Returns the model."
     c = {**COURSE_SFT_CONFIG, "epochs": epochs, **(config or {}), **overrides}
     seed_everything(seed)
     train_ds = _as_prepared(dataset, tokenizer, c["max_seq_length"], c["style"], loss_on)
     eval_ds = _as_prepared(eval_dataset, tokenizer, c["max_seq_length"], c["style"], "response")
     args = training_arguments(output_dir, c, seed=seed, has_eval=eval_ds is not None, progress=progress)
-    trainer = InstructionTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
-                                 data_collator=InstructionCollator(tokenizer), callbacks=list(callbacks))
-    with Timer() as t: trainer.train(resume_from_checkpoint=resume_from_checkpoint)
-    out = Path(output_dir); trainer.model.save_pretrained(out); tokenizer.save_pretrained(out)  # safetensors; no pickled training_args.bin
-    save_json({"log_history": trainer.state.log_history, "train_seconds": t.seconds, "global_step": trainer.state.global_step,
-               "config": c, "loss_on": loss_on}, out / "log_history.json")
-    model = trainer.model; model.eval()
+    trainer = InstructionTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        data_collator=InstructionCollator(tokenizer),
+        callbacks=list(callbacks),
+    )
+    with Timer() as t:
+        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    out = Path(output_dir)
+    trainer.model.save_pretrained(out)
+    tokenizer.save_pretrained(out)  # safetensors; no pickled training_args.bin
+    save_json(
+        {
+            "log_history": trainer.state.log_history,
+            "train_seconds": t.seconds,
+            "global_step": trainer.state.global_step,
+            "config": c,
+            "loss_on": loss_on,
+        },
+        out / "log_history.json",
+    )
+    model = trainer.model
+    model.eval()
     return model
 
+
 # %% ../nbs/05_sft.ipynb #d9498b8d
-def evaluate_exact_match(model, tokenizer, records, style: str = "tutorial", max_new_tokens: int = 64, batch_size: int = 64, progress: bool = False) -> dict:
+def evaluate_exact_match(
+    model,
+    tokenizer,
+    records,
+    style: str = "tutorial",
+    max_new_tokens: int = 64,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict:
     "Greedy generation on `records`; exact match overall and per task family, plus the predictions."
-    if not records: raise CourseError("evaluate_exact_match: empty evaluation set")
+    if not records:
+        raise CourseError("evaluate_exact_match: empty evaluation set")
     prompts = [format_prompt(r["instruction"], r.get("input", ""), style, tokenizer) for r in records]
     outs = generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size, progress=progress)
     per, preds = {}, []
     for r, o in zip(records, outs):
-        s = score_response(r["task"], o["text"], r["response"]); per.setdefault(r["task"], []).append(s)
+        s = score_response(r["task"], o["text"], r["response"])
+        per.setdefault(r["task"], []).append(s)
         preds.append({**r, "prediction": o["text"], "correct": bool(s), "finish_reason": o["finish_reason"]})
     per_task = {k: sum(v) / len(v) for k, v in sorted(per.items())}
-    return {"exact_match": sum(per_task.values()) / len(per_task), "per_task": per_task, "n": len(records), "predictions": preds}
+    return {
+        "exact_match": sum(per_task.values()) / len(per_task),
+        "per_task": per_task,
+        "n": len(records),
+        "predictions": preds,
+    }
+
 
 def plot_loss(log_history, ax=None, title: str = "SFT loss"):
     "Train and eval loss against step, from a Trainer log history (list) or an output_dir with log_history.json."
     import matplotlib.pyplot as plt
-    if isinstance(log_history, (str, Path)): log_history = json.loads((Path(log_history) / "log_history.json").read_text())["log_history"]
-    tr = [(h["step"], h["loss"]) for h in log_history if "loss" in h]; ev = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
-    if tr: ax.plot(*zip(*tr), label="train loss (response tokens)")
-    if ev: ax.plot(*zip(*ev), "o-", label="eval loss (held-out instances)")
-    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.set_title(title); ax.legend(); ax.grid(alpha=.3)
+
+    if isinstance(log_history, (str, Path)):
+        log_history = json.loads((Path(log_history) / "log_history.json").read_text())["log_history"]
+    tr = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
+    ev = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.5))
+    if tr:
+        ax.plot(*zip(*tr), label="train loss (response tokens)")
+    if ev:
+        ax.plot(*zip(*ev), "o-", label="eval loss (held-out instances)")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
     return ax
+
 
 # %% ../nbs/05_sft.ipynb #b7e0ups2
 COURSE_TASK_UPSAMPLE = {"qa": 6, "summarize": 6}  # the copy-from-context families, learned last: see the table above
@@ -142,70 +289,140 @@ COURSE_DEMO_STEPS = 1400
 # batches of 32 x 800 steps at about the same cost (see the table above).
 COURSE_DEMO_CONFIG = {"max_steps": COURSE_DEMO_STEPS, "batch_size": 16, "sampling": "random"}
 
+
 def upsample_tasks(records, factors: dict[str, int], seed: int = 0) -> list[dict]:
     "Every record once, plus `factor - 1` more copies of those whose `task` is in `factors`; shuffled with `seed`."
     import random
+
     records = list(records)
     for task, f in factors.items():
-        if not isinstance(f, int) or f < 1: raise CourseError(f"upsampling factor for {task!r} must be an integer >= 1, got {f!r}")
+        if not isinstance(f, int) or f < 1:
+            raise CourseError(f"upsampling factor for {task!r} must be an integer >= 1, got {f!r}")
     present = {r.get("task") for r in records}
     missing = [t for t in factors if t not in present]
-    if missing: raise CourseError(f"upsample_tasks: no records of task {missing} (tasks present: {sorted(t for t in present if t)}); fix the name or drop it from the factors")
-    extra = [r for k in range(max(factors.values(), default=1) - 1) for r in records if factors.get(r.get("task"), 1) > k + 1]
+    if missing:
+        raise CourseError(
+            f"upsample_tasks: no records of task {missing} (tasks present: {sorted(t for t in present if t)}); fix the name or drop it from the factors"
+        )
+    extra = [
+        r for k in range(max(factors.values(), default=1) - 1) for r in records if factors.get(r.get("task"), 1) > k + 1
+    ]
     out = records + extra
     random.Random(seed).shuffle(out)
     return out
 
+
 # %% ../nbs/05_sft.ipynb #810387ce
 def _summary(res: dict) -> dict:
-    return {"exact_match": round(res["exact_match"], 4), "per_task": {k: round(v, 4) for k, v in res["per_task"].items()}, "n": res["n"]}
+    return {
+        "exact_match": round(res["exact_match"], 4),
+        "per_task": {k: round(v, 4) for k, v in res["per_task"].items()},
+        "n": res["n"],
+    }
+
 
 def _first_per_task(records: list[dict], n: int) -> list[dict]:
     "The first `n` records of each task, in their original order."
     seen, out = {}, []
     for r in records:
         seen[r["task"]] = seen.get(r["task"], 0) + 1
-        if seen[r["task"]] <= n: out.append(r)
+        if seen[r["task"]] <= n:
+            out.append(r)
     return out
 
-def run_demo(out_dir: str | Path = "runs/demo", seed: int = 0, max_steps: int | None = None, progress: bool = True,
-             eval_per_family: int | None = None) -> dict:
+
+def run_demo(
+    out_dir: str | Path = "runs/demo",
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: bool = True,
+    eval_per_family: int | None = None,
+) -> dict:
     """Base vs SFT on the embedded world; writes metrics.json, loss.png and predictions.jsonl to `out_dir`.
     `eval_per_family` keeps only that many records per family in each held-out split (a quick check; the default evaluates them all)."""
-    import matplotlib; matplotlib.use("Agg")
+    import matplotlib
+
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from instruct_course.world import make_splits, SPLITS, FAMILIES
-    from instruct_course.models import load_model, load_tokenizer, model_size
+
     from instruct_course.core import write_jsonl
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
-    splits = make_splits(seed=seed); tok = load_tokenizer("tiny"); base = load_model("tiny", device="cpu")
+    from instruct_course.models import load_model, load_tokenizer, model_size
+    from instruct_course.world import FAMILIES, SPLITS, make_splits
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    splits = make_splits(seed=seed)
+    tok = load_tokenizer("tiny")
+    base = load_model("tiny", device="cpu")
     if eval_per_family is not None:
-        if not isinstance(eval_per_family, int) or eval_per_family < 1: raise CourseError(f"eval_per_family must be a positive int or None, got {eval_per_family!r}")
-        for s in SPLITS[1:]: splits[s] = _first_per_task(splits[s], eval_per_family)
+        if not isinstance(eval_per_family, int) or eval_per_family < 1:
+            raise CourseError(f"eval_per_family must be a positive int or None, got {eval_per_family!r}")
+        for s in SPLITS[1:]:
+            splits[s] = _first_per_task(splits[s], eval_per_family)
     print(f"world: {len(FAMILIES)} task families; " + ", ".join(f"{s}={len(v)}" for s, v in splits.items()))
     print(f"base model: {model_size(base)}")
-    for r in splits["train"][:3]: print(f"  example [{r['task']}/{r['template_id']}] {r['instruction'][:70]!r} → {r['response'][:50]!r}")
-    with Timer() as t_before: before = {s: evaluate_exact_match(base, tok, splits[s], progress=progress) for s in SPLITS[1:]}
-    print(f"before SFT: " + ", ".join(f"{s} {before[s]['exact_match']:.1%}" for s in SPLITS[1:]) + f"  ({t_before.seconds:.0f} s)")
+    for r in splits["train"][:3]:
+        print(f"  example [{r['task']}/{r['template_id']}] {r['instruction'][:70]!r} → {r['response'][:50]!r}")
+    with Timer() as t_before:
+        before = {s: evaluate_exact_match(base, tok, splits[s], progress=progress) for s in SPLITS[1:]}
+    print(
+        "before SFT: "
+        + ", ".join(f"{s} {before[s]['exact_match']:.1%}" for s in SPLITS[1:])
+        + f"  ({t_before.seconds:.0f} s)"
+    )
     steps = max_steps or COURSE_DEMO_STEPS
     train = upsample_tasks(splits["train"], COURSE_TASK_UPSAMPLE, seed=seed)
-    eval_small = sorted(_first_per_task(splits["heldout_instances"], 10), key=lambda r: r["task"])  # stable: per task, original order
-    sft = train_sft_stage(load_model("tiny", device="cpu"), train, tok, output_dir=out / "sft_model", eval_dataset=eval_small, seed=seed, progress=progress,
-                          config={**COURSE_DEMO_CONFIG, "max_steps": steps, "eval_steps": max(steps // 4, 1), "save_steps": steps})  # 4 evals, 1 checkpoint
+    eval_small = sorted(
+        _first_per_task(splits["heldout_instances"], 10), key=lambda r: r["task"]
+    )  # stable: per task, original order
+    sft = train_sft_stage(
+        load_model("tiny", device="cpu"),
+        train,
+        tok,
+        output_dir=out / "sft_model",
+        eval_dataset=eval_small,
+        seed=seed,
+        progress=progress,
+        config={**COURSE_DEMO_CONFIG, "max_steps": steps, "eval_steps": max(steps // 4, 1), "save_steps": steps},
+    )  # 4 evals, 1 checkpoint
     log = json.loads((out / "sft_model" / "log_history.json").read_text())
-    with Timer() as t_after: after = {s: evaluate_exact_match(sft, tok, splits[s], progress=progress) for s in SPLITS[1:]}
-    fig, ax = plt.subplots(figsize=(6, 3.5)); plot_loss(log["log_history"], ax=ax); fig.tight_layout(); fig.savefig(out / "loss.png", dpi=120); plt.close(fig)
-    write_jsonl([{**p, "model": "sft"} for s in SPLITS[1:] for p in after[s]["predictions"]] +
-                [{**p, "model": "base"} for s in SPLITS[1:] for p in before[s]["predictions"]], out / "predictions.jsonl")
-    metrics = {"before": {**_summary(before["heldout_instances"]), "splits": {s: _summary(before[s]) for s in SPLITS[1:]}},
-               "after": {**_summary(after["heldout_instances"]), "splits": {s: _summary(after[s]) for s in SPLITS[1:]}},
-               "sft": {"steps": log["global_step"], "seconds": round(log["train_seconds"], 1), "config": log["config"], "threads": torch.get_num_threads(),
-                       "task_upsample": COURSE_TASK_UPSAMPLE, "train_records": len(train)},
-               "eval_seconds": round(t_before.seconds + t_after.seconds, 1), "eval_per_family": eval_per_family, "seed": seed}
+    with Timer() as t_after:
+        after = {s: evaluate_exact_match(sft, tok, splits[s], progress=progress) for s in SPLITS[1:]}
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    plot_loss(log["log_history"], ax=ax)
+    fig.tight_layout()
+    fig.savefig(out / "loss.png", dpi=120)
+    plt.close(fig)
+    write_jsonl(
+        [{**p, "model": "sft"} for s in SPLITS[1:] for p in after[s]["predictions"]]
+        + [{**p, "model": "base"} for s in SPLITS[1:] for p in before[s]["predictions"]],
+        out / "predictions.jsonl",
+    )
+    metrics = {
+        "before": {**_summary(before["heldout_instances"]), "splits": {s: _summary(before[s]) for s in SPLITS[1:]}},
+        "after": {**_summary(after["heldout_instances"]), "splits": {s: _summary(after[s]) for s in SPLITS[1:]}},
+        "sft": {
+            "steps": log["global_step"],
+            "seconds": round(log["train_seconds"], 1),
+            "config": log["config"],
+            "threads": torch.get_num_threads(),
+            "task_upsample": COURSE_TASK_UPSAMPLE,
+            "train_records": len(train),
+        },
+        "eval_seconds": round(t_before.seconds + t_after.seconds, 1),
+        "eval_per_family": eval_per_family,
+        "seed": seed,
+    }
     save_json(metrics, out / "metrics.json")
     fams = sorted(after["heldout_instances"]["per_task"])
     print(f"\n{'family':<14}{'before':>8}{'after':>8}")
-    for f in fams: print(f"{f:<14}{before['heldout_instances']['per_task'][f]:>8.0%}{after['heldout_instances']['per_task'][f]:>8.0%}")
-    for s in SPLITS[1:]: print(f"{s:<18} exact match {before[s]['exact_match']:.1%} → {after[s]['exact_match']:.1%}")
-    print(f"SFT: {log['global_step']} steps in {log['train_seconds']:.0f} s; wrote {out}/metrics.json, loss.png, predictions.jsonl")
+    for f in fams:
+        print(
+            f"{f:<14}{before['heldout_instances']['per_task'][f]:>8.0%}{after['heldout_instances']['per_task'][f]:>8.0%}"
+        )
+    for s in SPLITS[1:]:
+        print(f"{s:<18} exact match {before[s]['exact_match']:.1%} → {after[s]['exact_match']:.1%}")
+    print(
+        f"SFT: {log['global_step']} steps in {log['train_seconds']:.0f} s; wrote {out}/metrics.json, loss.png, predictions.jsonl"
+    )
     return metrics

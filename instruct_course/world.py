@@ -4,54 +4,257 @@
 
 # %% ../nbs/01_world.ipynb #f1378504
 from __future__ import annotations
-import random, re, functools
-from dataclasses import dataclass, field
+
+import functools
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+
 from .core import CourseError, write_jsonl
 
 # %% auto #0
-__all__ = ['NAMES', 'CITIES', 'FOODS', 'FR_NOUNS', 'FR_ADJS', 'FR_VERBS', 'ANTONYMS', 'PLURALS', 'COLORS', 'WORDS',
-           'TOPIC_LABELS', 'FAMILIES', 'DEFAULT_HELDOUT_FAMILIES', 'SPLITS', 'PRETRAIN_WEIGHTS', 'Template',
-           'TaskFamily', 'normalize_answer', 'final_answer', 'score_response', 'get_family', 'list_families',
-           'render_record', 'make_splits', 'eval_keys', 'instance_text', 'pretraining_text', 'export_world']
+__all__ = [
+    "NAMES",
+    "CITIES",
+    "FOODS",
+    "FR_NOUNS",
+    "FR_ADJS",
+    "FR_VERBS",
+    "ANTONYMS",
+    "PLURALS",
+    "COLORS",
+    "WORDS",
+    "TOPIC_LABELS",
+    "FAMILIES",
+    "DEFAULT_HELDOUT_FAMILIES",
+    "SPLITS",
+    "PRETRAIN_WEIGHTS",
+    "Template",
+    "TaskFamily",
+    "normalize_answer",
+    "final_answer",
+    "score_response",
+    "get_family",
+    "list_families",
+    "render_record",
+    "make_splits",
+    "eval_keys",
+    "instance_text",
+    "pretraining_text",
+    "export_world",
+]
 
 # %% ../nbs/01_world.ipynb #c6e95ad9
-NAMES = ["Tom", "Ann", "Ben", "Mia", "Sam", "Lea", "Max", "Eva", "Leo", "Zoe", "Dan", "Ivy", "Tim", "Amy", "Jon", "Kim", "Ray", "Sue", "Ned", "Liv"]
-CITIES = ["Paris", "Rome", "Oslo", "Lima", "Cairo", "Tokyo", "Berlin", "Madrid", "Dublin", "Vienna", "Quito", "Seoul", "Lisbon", "Prague"]
-FOODS = ["apples", "pears", "plums", "grapes", "cherries", "bananas", "rice", "bread", "cheese", "soup", "pasta", "cake", "lemons", "beans"]
+NAMES = [
+    "Tom",
+    "Ann",
+    "Ben",
+    "Mia",
+    "Sam",
+    "Lea",
+    "Max",
+    "Eva",
+    "Leo",
+    "Zoe",
+    "Dan",
+    "Ivy",
+    "Tim",
+    "Amy",
+    "Jon",
+    "Kim",
+    "Ray",
+    "Sue",
+    "Ned",
+    "Liv",
+]
+CITIES = [
+    "Paris",
+    "Rome",
+    "Oslo",
+    "Lima",
+    "Cairo",
+    "Tokyo",
+    "Berlin",
+    "Madrid",
+    "Dublin",
+    "Vienna",
+    "Quito",
+    "Seoul",
+    "Lisbon",
+    "Prague",
+]
+FOODS = [
+    "apples",
+    "pears",
+    "plums",
+    "grapes",
+    "cherries",
+    "bananas",
+    "rice",
+    "bread",
+    "cheese",
+    "soup",
+    "pasta",
+    "cake",
+    "lemons",
+    "beans",
+]
 # English noun -> (French noun, gender); English adjective -> (masc, fem, goes before the noun?)
-FR_NOUNS = {"cat": ("chat", "m"), "dog": ("chien", "m"), "fish": ("poisson", "m"), "horse": ("cheval", "m"), "duck": ("canard", "m"),
-            "boy": ("garçon", "m"), "cake": ("gâteau", "m"), "book": ("livre", "m"), "mouse": ("souris", "f"), "cow": ("vache", "f"),
-            "girl": ("fille", "f"), "apple": ("pomme", "f"), "ball": ("balle", "f"), "house": ("maison", "f"), "car": ("voiture", "f"), "door": ("porte", "f")}
-FR_ADJS = {"red": ("rouge", "rouge", False), "black": ("noir", "noire", False), "green": ("vert", "verte", False), "white": ("blanc", "blanche", False),
-           "blue": ("bleu", "bleue", False), "small": ("petit", "petite", True), "big": ("grand", "grande", True), "pretty": ("joli", "jolie", True)}
-FR_VERBS = {"eats": "mange", "sees": "voit", "likes": "aime", "finds": "trouve", "wants": "veut", "chases": "chasse", "has": "a", "follows": "suit"}
-ANTONYMS = [("hot", "cold"), ("big", "small"), ("fast", "slow"), ("happy", "sad"), ("old", "young"), ("tall", "short"), ("light", "dark"),
-            ("rich", "poor"), ("early", "late"), ("full", "empty"), ("hard", "soft"), ("open", "closed"), ("loud", "quiet"), ("clean", "dirty"),
-            ("strong", "weak"), ("wet", "dry"), ("near", "far"), ("thick", "thin"), ("high", "low"), ("good", "bad")]
-PLURALS = {"cat": "cats", "dog": "dogs", "book": "books", "car": "cars", "tree": "trees", "bird": "birds", "house": "houses", "horse": "horses",
-           "box": "boxes", "fox": "foxes", "bus": "buses", "glass": "glasses", "dish": "dishes", "baby": "babies", "city": "cities", "story": "stories",
-           "berry": "berries", "leaf": "leaves", "wolf": "wolves", "knife": "knives", "mouse": "mice", "child": "children", "man": "men",
-           "woman": "women", "foot": "feet", "tooth": "teeth", "goose": "geese", "sheep": "sheep", "fish": "fish", "person": "people"}
+FR_NOUNS = {
+    "cat": ("chat", "m"),
+    "dog": ("chien", "m"),
+    "fish": ("poisson", "m"),
+    "horse": ("cheval", "m"),
+    "duck": ("canard", "m"),
+    "boy": ("garçon", "m"),
+    "cake": ("gâteau", "m"),
+    "book": ("livre", "m"),
+    "mouse": ("souris", "f"),
+    "cow": ("vache", "f"),
+    "girl": ("fille", "f"),
+    "apple": ("pomme", "f"),
+    "ball": ("balle", "f"),
+    "house": ("maison", "f"),
+    "car": ("voiture", "f"),
+    "door": ("porte", "f"),
+}
+FR_ADJS = {
+    "red": ("rouge", "rouge", False),
+    "black": ("noir", "noire", False),
+    "green": ("vert", "verte", False),
+    "white": ("blanc", "blanche", False),
+    "blue": ("bleu", "bleue", False),
+    "small": ("petit", "petite", True),
+    "big": ("grand", "grande", True),
+    "pretty": ("joli", "jolie", True),
+}
+FR_VERBS = {
+    "eats": "mange",
+    "sees": "voit",
+    "likes": "aime",
+    "finds": "trouve",
+    "wants": "veut",
+    "chases": "chasse",
+    "has": "a",
+    "follows": "suit",
+}
+ANTONYMS = [
+    ("hot", "cold"),
+    ("big", "small"),
+    ("fast", "slow"),
+    ("happy", "sad"),
+    ("old", "young"),
+    ("tall", "short"),
+    ("light", "dark"),
+    ("rich", "poor"),
+    ("early", "late"),
+    ("full", "empty"),
+    ("hard", "soft"),
+    ("open", "closed"),
+    ("loud", "quiet"),
+    ("clean", "dirty"),
+    ("strong", "weak"),
+    ("wet", "dry"),
+    ("near", "far"),
+    ("thick", "thin"),
+    ("high", "low"),
+    ("good", "bad"),
+]
+PLURALS = {
+    "cat": "cats",
+    "dog": "dogs",
+    "book": "books",
+    "car": "cars",
+    "tree": "trees",
+    "bird": "birds",
+    "house": "houses",
+    "horse": "horses",
+    "box": "boxes",
+    "fox": "foxes",
+    "bus": "buses",
+    "glass": "glasses",
+    "dish": "dishes",
+    "baby": "babies",
+    "city": "cities",
+    "story": "stories",
+    "berry": "berries",
+    "leaf": "leaves",
+    "wolf": "wolves",
+    "knife": "knives",
+    "mouse": "mice",
+    "child": "children",
+    "man": "men",
+    "woman": "women",
+    "foot": "feet",
+    "tooth": "teeth",
+    "goose": "geese",
+    "sheep": "sheep",
+    "fish": "fish",
+    "person": "people",
+}
 COLORS = ["red", "black", "green", "white", "blue", "brown", "yellow", "grey"]
-WORDS = sorted(set(["cat", "dog", "fox", "bird", "tree", "house", "river", "apple", "book", "door", "green", "red", "blue", "small", "big", "happy",
-                    "runs", "jumps", "sings", "reads", "sleeps", "walks", "the", "a", "old", "new", "sun", "moon", "rain", "cake", "ship", "road"]))
+WORDS = sorted(
+    set(
+        [
+            "cat",
+            "dog",
+            "fox",
+            "bird",
+            "tree",
+            "house",
+            "river",
+            "apple",
+            "book",
+            "door",
+            "green",
+            "red",
+            "blue",
+            "small",
+            "big",
+            "happy",
+            "runs",
+            "jumps",
+            "sings",
+            "reads",
+            "sleeps",
+            "walks",
+            "the",
+            "a",
+            "old",
+            "new",
+            "sun",
+            "moon",
+            "rain",
+            "cake",
+            "ship",
+            "road",
+        ]
+    )
+)
+
 
 # %% ../nbs/01_world.ipynb #221e772c
 @dataclass(frozen=True)
 class Template:
     "One phrasing of a task: format strings over an instance's fields."
+
     id: str
     instruction: str
     input: str = ""
+
     def render(self, inst: dict) -> tuple[str, str]:
-        try: return self.instruction.format(**inst), self.input.format(**inst)
-        except KeyError as e: raise CourseError(f"template {self.id!r} needs field {e.args[0]!r}, instance has {sorted(inst)}") from None
+        try:
+            return self.instruction.format(**inst), self.input.format(**inst)
+        except KeyError as e:
+            raise CourseError(f"template {self.id!r} needs field {e.args[0]!r}, instance has {sorted(inst)}") from None
+
 
 @dataclass
 class TaskFamily:
     "A task: instance generator, train and held-out templates, plain-text rendering, answer check."
+
     name: str
     cluster: str
     make: Callable[[random.Random], dict]  # -> fields incl. 'key' (identity of the instance) and 'response'
@@ -60,22 +263,30 @@ class TaskFamily:
     plain: Callable[[dict], str]
     multi_step: bool = False  # response has worked steps ending in "The answer is X."
     description: str = ""
+
     def template(self, template_id: str) -> Template:
         for t in self.templates + self.heldout_templates:
-            if t.id == template_id: return t
-        raise CourseError(f"family {self.name!r} has no template {template_id!r}; valid: {[t.id for t in self.templates + self.heldout_templates]}")
+            if t.id == template_id:
+                return t
+        raise CourseError(
+            f"family {self.name!r} has no template {template_id!r}; valid: {[t.id for t in self.templates + self.heldout_templates]}"
+        )
+
 
 # %% ../nbs/01_world.ipynb #4aae262a
 _ANSWER_RE = re.compile(r"The answer is (.+?)\.?\s*$")
+
 
 def normalize_answer(text: str) -> str:
     "Collapse white space and strip; the comparison used by exact match."
     return " ".join(str(text).split())
 
+
 def final_answer(text: str) -> str | None:
     "The `X` of a trailing 'The answer is X.', or None."
     m = _ANSWER_RE.search(normalize_answer(text))
     return m.group(1).strip() if m else None
+
 
 def score_response(task: str, prediction: str, reference: str) -> float:
     "1.0 if `prediction` answers like `reference` for this task family, else 0.0."
@@ -85,312 +296,607 @@ def score_response(task: str, prediction: str, reference: str) -> float:
         return float(ref is not None and final_answer(prediction) == ref)
     return float(normalize_answer(prediction) == normalize_answer(reference))
 
+
 # %% ../nbs/01_world.ipynb #d16c28b3
-_POS = ["great", "lovely", "delicious", "wonderful", "excellent", "perfect", "fantastic", "pleasant", "superb", "charming"]
+_POS = [
+    "great",
+    "lovely",
+    "delicious",
+    "wonderful",
+    "excellent",
+    "perfect",
+    "fantastic",
+    "pleasant",
+    "superb",
+    "charming",
+]
 _NEG = ["terrible", "awful", "bland", "boring", "horrible", "disappointing", "poor", "dreadful", "rude", "dirty"]
 _ITEMS = ["soup", "movie", "hotel", "book", "song", "game", "cafe", "pizza", "phone", "show", "room", "bakery"]
 _STAFF = ["staff", "service", "price", "music", "view", "ending", "sound", "food"]
 
+
 def _sentiment(r):
-    pol = r.choice(["positive", "negative"]); adjs = _POS if pol == "positive" else _NEG
-    a, b = r.sample(adjs, 2); item, other = r.choice(_ITEMS), r.choice(_STAFF)
+    pol = r.choice(["positive", "negative"])
+    adjs = _POS if pol == "positive" else _NEG
+    a, b = r.sample(adjs, 2)
+    item, other = r.choice(_ITEMS), r.choice(_STAFF)
     form = r.randrange(3)
-    if form == 0: text = f"The {item} was {a} and the {other} was {b}."
-    elif form == 1: text = f"What a {a} {item}! The {other} was {b} too."
-    else: text = f"I found the {item} {a}. The {other} was {b}."
+    if form == 0:
+        text = f"The {item} was {a} and the {other} was {b}."
+    elif form == 1:
+        text = f"What a {a} {item}! The {other} was {b} too."
+    else:
+        text = f"I found the {item} {a}. The {other} was {b}."
     return {"key": text, "text": text, "response": pol}
 
+
 _TOPICS = {
-    "sports": ["{n} scored a goal in the match in {c}.", "The team from {c} won the game.", "{n} ran the race and came first.", "{n} plays tennis every week in {c}."],
-    "food": ["{n} cooked {f} for dinner in {c}.", "The bakery in {c} sells fresh {f}.", "{n} ate {f} with a spoon.", "The recipe needs {f} and salt."],
-    "music": ["{n} played the guitar at a concert in {c}.", "The band from {c} sang a new song.", "{n} listens to the piano every night.", "The choir in {c} sang loudly."],
-    "weather": ["It rained all day in {c}.", "The wind was strong in {c} this morning.", "{n} saw snow falling over {c}.", "The sun was hot in {c} today."],
-    "animals": ["{n} fed the horses on a farm near {c}.", "A fox ran across the road in {c}.", "The zoo in {c} has two lions.", "{n} saw a duck swim in the lake."]}
+    "sports": [
+        "{n} scored a goal in the match in {c}.",
+        "The team from {c} won the game.",
+        "{n} ran the race and came first.",
+        "{n} plays tennis every week in {c}.",
+    ],
+    "food": [
+        "{n} cooked {f} for dinner in {c}.",
+        "The bakery in {c} sells fresh {f}.",
+        "{n} ate {f} with a spoon.",
+        "The recipe needs {f} and salt.",
+    ],
+    "music": [
+        "{n} played the guitar at a concert in {c}.",
+        "The band from {c} sang a new song.",
+        "{n} listens to the piano every night.",
+        "The choir in {c} sang loudly.",
+    ],
+    "weather": [
+        "It rained all day in {c}.",
+        "The wind was strong in {c} this morning.",
+        "{n} saw snow falling over {c}.",
+        "The sun was hot in {c} today.",
+    ],
+    "animals": [
+        "{n} fed the horses on a farm near {c}.",
+        "A fox ran across the road in {c}.",
+        "The zoo in {c} has two lions.",
+        "{n} saw a duck swim in the lake.",
+    ],
+}
 TOPIC_LABELS = list(_TOPICS)
+
 
 def _topic(r):
     lab = r.choice(TOPIC_LABELS)
     text = r.choice(_TOPICS[lab]).format(n=r.choice(NAMES), c=r.choice(CITIES), f=r.choice(FOODS))
-    return {"key": text, "text": text, "options": "\n".join(f"- {o}" for o in TOPIC_LABELS), "labels": ", ".join(TOPIC_LABELS), "response": lab}
+    return {
+        "key": text,
+        "text": text,
+        "options": "\n".join(f"- {o}" for o in TOPIC_LABELS),
+        "labels": ", ".join(TOPIC_LABELS),
+        "response": lab,
+    }
+
 
 def _qa(r):
-    people = r.sample(NAMES, r.choice([2, 3])); facts, qs = [], []
+    people = r.sample(NAMES, r.choice([2, 3]))
+    facts, qs = [], []
     for p in people:
         age, city, food = r.randint(5, 60), r.choice(CITIES), r.choice(FOODS)
         facts += [f"{p} is {age} years old.", f"{p} lives in {city}.", f"{p} likes {food}."]
         qs += [(f"How old is {p}?", str(age)), (f"Where does {p} live?", city), (f"What does {p} like?", food)]
-    passage = " ".join(facts); q, a = r.choice(qs)
-    return {"key": passage + " " + q, "passage": passage, "question": q, "response": a, "recall": " ".join(r.sample(facts, 2))}
+    passage = " ".join(facts)
+    q, a = r.choice(qs)
+    return {
+        "key": passage + " " + q,
+        "passage": passage,
+        "question": q,
+        "response": a,
+        "recall": " ".join(r.sample(facts, 2)),
+    }
 
-_FILLERS = ["It was a sunny day.", "Many people were there.", "The street was busy.", "Everyone was talking.", "The air smelled of coffee.",
-            "It was late in the afternoon.", "Birds sang in the trees.", "Nobody was in a hurry.", "The shops were open.", "A bell rang somewhere."]
+
+_FILLERS = [
+    "It was a sunny day.",
+    "Many people were there.",
+    "The street was busy.",
+    "Everyone was talking.",
+    "The air smelled of coffee.",
+    "It was late in the afternoon.",
+    "Birds sang in the trees.",
+    "Nobody was in a hurry.",
+    "The shops were open.",
+    "A bell rang somewhere.",
+]
 _EVENTS = ["found", "bought", "lost", "painted", "sold", "fixed", "won", "broke"]
 _THINGS = ["car", "bike", "boat", "clock", "lamp", "kite", "chair", "drum"]
 
+
 def _summarize(r):
     ev = f"{r.choice(NAMES)} {r.choice(_EVENTS)} a {r.choice(COLORS)} {r.choice(_THINGS)} in {r.choice(CITIES)}."
-    sents = r.sample(_FILLERS, r.choice([2, 3])); sents.insert(r.randrange(len(sents) + 1), ev)
+    sents = r.sample(_FILLERS, r.choice([2, 3]))
+    sents.insert(r.randrange(len(sents) + 1), ev)
     text = " ".join(sents)
     return {"key": text, "text": text, "response": ev}
 
+
 def _fr_np(noun, adj):
-    fr, g = FR_NOUNS[noun]; art = "le" if g == "m" else "la"
-    if adj is None: return f"the {noun}", f"{art} {fr}"
-    m, f, before = FR_ADJS[adj]; a = m if g == "m" else f
+    fr, g = FR_NOUNS[noun]
+    art = "le" if g == "m" else "la"
+    if adj is None:
+        return f"the {noun}", f"{art} {fr}"
+    m, f, before = FR_ADJS[adj]
+    a = m if g == "m" else f
     return f"the {adj} {noun}", (f"{art} {a} {fr}" if before else f"{art} {fr} {a}")
 
+
 def _translate(r):
-    n1, n2 = r.sample(list(FR_NOUNS), 2); v = r.choice(list(FR_VERBS))
-    a1 = r.choice([None] + list(FR_ADJS)); a2 = r.choice([None, None] + list(FR_ADJS))
-    e1, f1 = _fr_np(n1, a1); e2, f2 = _fr_np(n2, a2)
+    n1, n2 = r.sample(list(FR_NOUNS), 2)
+    v = r.choice(list(FR_VERBS))
+    a1 = r.choice([None] + list(FR_ADJS))
+    a2 = r.choice([None, None] + list(FR_ADJS))
+    e1, f1 = _fr_np(n1, a1)
+    e2, f2 = _fr_np(n2, a2)
     en, fr = f"{e1} {v} {e2}", f"{f1} {FR_VERBS[v]} {f2}"
     return {"key": en, "text": en, "response": fr}
 
+
 def _add_steps(a, b):
     "Worked column addition. The numbers are restated first, so every digit the steps need is a few tokens away."
-    u = a % 10 + b % 10; carry = u // 10; t = a // 10 + b // 10 + carry
-    return (f"{a} + {b}. Units: {a % 10} + {b % 10} = {u}, write {u % 10} carry {carry}. "
-            f"Tens: {a // 10} + {b // 10} + {carry} = {t}. The answer is {a + b}.")
+    u = a % 10 + b % 10
+    carry = u // 10
+    t = a // 10 + b // 10 + carry
+    return (
+        f"{a} + {b}. Units: {a % 10} + {b % 10} = {u}, write {u % 10} carry {carry}. "
+        f"Tens: {a // 10} + {b // 10} + {carry} = {t}. The answer is {a + b}."
+    )
+
 
 def _arithmetic(r):
     a, b = r.randint(10, 99), r.randint(10, 99)
     return {"key": f"{a}+{b}", "a": a, "b": b, "response": _add_steps(a, b)}
 
+
 _OBJS = ["apples", "pens", "coins", "books", "cards", "shells", "stamps", "eggs"]
 
+
 def _word_problem(r):
-    p, q = r.sample(NAMES, 2); o = r.choice(_OBJS)
+    p, q = r.sample(NAMES, 2)
+    o = r.choice(_OBJS)
     if r.random() < 0.5:
         x, y = r.randint(1, 9), r.randint(1, 9)
         text = f"{p} has {x} {o}. {q} gives {p} {y} more {o}. How many {o} does {p} have now?"
         resp = f"{p} starts with {x} and gets {y}. {x} + {y} = {x + y}. The answer is {x + y}."
     else:
-        x = r.randint(2, 18); y = r.randint(1, min(9, x - 1))
+        x = r.randint(2, 18)
+        y = r.randint(1, min(9, x - 1))
         text = f"{p} has {x} {o}. {p} gives {q} {y} {o}. How many {o} does {p} have now?"
         resp = f"{p} starts with {x} and gives away {y}. {x} - {y} = {x - y}. The answer is {x - y}."
     return {"key": text, "text": text, "response": resp}
+
 
 def _compare(r):
     a, b = r.sample(range(10, 100), 2)
     return {"key": f"{a}?{b}", "a": a, "b": b, "response": str(max(a, b))}
 
+
 def _uppercase(r):
     text = " ".join(r.choice(WORDS) for _ in range(r.randint(2, 4)))
     return {"key": text, "text": text, "response": text.upper()}
 
+
 def _reverse(r):
-    ws = r.sample(WORDS, 3); text = " ".join(ws)
+    ws = r.sample(WORDS, 3)
+    text = " ".join(ws)
     return {"key": text, "text": text, "response": " ".join(reversed(ws))}
 
-_OPS2 = {"sum": "{a} + {b}", "difference": "{a} - {b}", "product": "{a} * {b}", "larger": "max({a}, {b})", "smaller": "min({a}, {b})", "remainder": "{a} % {b}"}
-_OPS1 = {"square": "{a} * {a}", "double": "2 * {a}", "negative": "-{a}", "absolute value": "abs({a})", "half": "{a} / 2", "length": "len({a})"}
+
+_OPS2 = {
+    "sum": "{a} + {b}",
+    "difference": "{a} - {b}",
+    "product": "{a} * {b}",
+    "larger": "max({a}, {b})",
+    "smaller": "min({a}, {b})",
+    "remainder": "{a} % {b}",
+}
+_OPS1 = {
+    "square": "{a} * {a}",
+    "double": "2 * {a}",
+    "negative": "-{a}",
+    "absolute value": "abs({a})",
+    "half": "{a} / 2",
+    "length": "len({a})",
+}
 _FNAMES = ["compute", "solve", "helper", "calc", "get_value", "result", "f", "g", "do_math", "answer"]
 _ARGS = [("a", "b"), ("x", "y"), ("m", "n"), ("p", "q"), ("u", "v")]
+
 
 def _code(r):
     fn, (a, b) = r.choice(_FNAMES), r.choice(_ARGS)
     if r.random() < 0.5:
-        op = r.choice(list(_OPS2)); desc = f"the {op} of {a} and {b}"; sig = f"{a}, {b}"; body = _OPS2[op].format(a=a, b=b)
+        op = r.choice(list(_OPS2))
+        desc = f"the {op} of {a} and {b}"
+        sig = f"{a}, {b}"
+        body = _OPS2[op].format(a=a, b=b)
     else:
-        op = r.choice(list(_OPS1)); desc = f"the {op} of {a}"; sig = a; body = _OPS1[op].format(a=a)
+        op = r.choice(list(_OPS1))
+        desc = f"the {op} of {a}"
+        sig = a
+        body = _OPS1[op].format(a=a)
     code = f"def {fn}({sig}):\n    return {body}"
     return {"key": f"{fn}|{desc}", "fname": fn, "desc": desc, "response": code}
 
+
 _ANT = ANTONYMS + [(b, a) for a, b in ANTONYMS]
+
 
 def _antonym(r):
     w, o = r.choice(_ANT)
     return {"key": w, "word": w, "response": o}
 
+
 def _plural(r):
-    n = r.choice(list(PLURALS)); adj = r.choice(COLORS + ["small", "big", "old", "happy"])
+    n = r.choice(list(PLURALS))
+    adj = r.choice(COLORS + ["small", "big", "old", "happy"])
     return {"key": f"{adj} {n}", "text": f"the {adj} {n}", "response": f"the {adj} {PLURALS[n]}"}
+
 
 # %% ../nbs/01_world.ipynb #e80a66f4
 _T = Template
-FAMILIES: dict[str, TaskFamily] = {f.name: f for f in [
-    TaskFamily("sentiment", "classification", _sentiment,
-        [_T("sent_flan", "Is the following review positive or negative? Review: {text}"),
-         _T("sent_what", "What is the sentiment of this review?", "{text}"),
-         _T("sent_opts", "{text}\nIs this review positive or negative?\nOPTIONS:\n- positive\n- negative")],
-        [_T("sent_heldout", "Read the opinion below and tell me if the writer liked it (positive) or not (negative).", "{text}")],
-        lambda i: i["text"], description="label a short review positive or negative"),
-    TaskFamily("topic", "classification", _topic,
-        [_T("topic_flan", "Classify the following text into one of these categories: {labels}\nText: {text}"),
-         _T("topic_opts", "{text}\nWhat is this sentence about?\nOPTIONS:\n{options}"),
-         _T("topic_which", "Which topic does the sentence belong to?", "{text}\nOPTIONS:\n{options}")],
-        [_T("topic_heldout", "Pick the subject of this sentence from the list.\n{options}", "{text}")],
-        lambda i: i["text"], description="pick the topic of a sentence from OPTIONS"),
-    TaskFamily("qa", "qa", _qa,
-        [_T("qa_flan", "Based on the following passage, answer the question.\nPassage: {passage}\nQuestion: {question}"),
-         _T("qa_read", "Read the text and answer the question.", "{passage}\nQuestion: {question}"),
-         _T("qa_short", "{question}", "{passage}")],
-        [_T("qa_heldout", "Answer using only the facts given. {question}", "Facts: {passage}")],
-        lambda i: i["passage"] + " Remember: " + i["recall"], description="extract an answer from a passage"),
-    TaskFamily("summarize", "summarization", _summarize,
-        [_T("sum_flan", "Summarize the following text in one sentence: {text}"),
-         _T("sum_main", "Which sentence tells what happened? Copy it.", "{text}"),
-         _T("sum_tldr", "{text}\nGive a one-sentence summary.")],
-        [_T("sum_heldout", "Pick out the key event from this passage.", "{text}")],
-        lambda i: i["text"] + " In short: " + i["response"], description="extract the one sentence that reports an event"),
-    TaskFamily("translate", "translation", _translate,
-        [_T("tr_flan", "Translate the following sentence to French: {text}"),
-         _T("tr_en_fr", "Translate from English to French.", "{text}"),
-         _T("tr_how", "How do you say \"{text}\" in French?")],
-        [_T("tr_heldout", "Give the French version of this sentence.", "{text}")],
-        lambda i: f"In French, \"{i['text']}\" is \"{i['response']}\".", description="English to French over a controlled lexicon"),
-    TaskFamily("arithmetic", "reasoning", _arithmetic,
-        [_T("ar_flan", "Answer the following question step by step.\nQuestion: What is {a} + {b}?"),
-         _T("ar_add", "Add the two numbers. Show your steps.", "{a} + {b}"),
-         _T("ar_sum", "What is the sum of {a} and {b}? Work it out digit by digit.")],
-        [_T("ar_heldout", "Calculate {a} plus {b}, explaining each step.")],
-        lambda i: f"To add {i['a']} and {i['b']}: " + i["response"].replace("The answer is", "So the sum is"),
-        multi_step=True, description="two-digit addition with worked steps"),
-    TaskFamily("word_problem", "reasoning", _word_problem,
-        [_T("wp_flan", "Answer the following question step by step.\nQuestion: {text}"),
-         _T("wp_solve", "Solve the word problem.", "{text}"),
-         _T("wp_think", "{text}\nThink step by step.")],
-        [_T("wp_heldout", "Work out the answer to this story problem.", "{text}")],
-        lambda i: i["text"].rsplit(".", 1)[0] + ". " + i["response"].replace("The answer is", "So the count is"),
-        multi_step=True, description="one-step add/subtract story problems, reasoning shown"),
-    TaskFamily("compare", "reasoning", _compare,
-        [_T("cmp_which", "Which number is larger: {a} or {b}?"),
-         _T("cmp_bigger", "Give the bigger of the two numbers.", "{a}, {b}"),
-         _T("cmp_max", "Return the maximum of {a} and {b}.")],
-        [_T("cmp_heldout", "Of {a} and {b}, which is greater?")],
-        lambda i: f"{max(i['a'], i['b'])} is larger than {min(i['a'], i['b'])}.", description="pick the larger of two numbers"),
-    TaskFamily("uppercase", "string", _uppercase,
-        [_T("up_caps", "Write the following in capital letters: {text}"),
-         _T("up_convert", "Convert the text to uppercase.", "{text}"),
-         _T("up_shout", "Rewrite \"{text}\" in all caps.")],
-        [_T("up_heldout", "Change every letter to upper case.", "{text}")],
-        lambda i: f"In capitals, \"{i['text']}\" is \"{i['response']}\".", description="uppercase a short phrase"),
-    TaskFamily("reverse_words", "string", _reverse,
-        [_T("rev_order", "Reverse the order of the words: {text}"),
-         _T("rev_back", "Write these words backwards, last word first.", "{text}"),
-         _T("rev_flip", "Flip the word order of \"{text}\".")],
-        [_T("rev_heldout", "Put the words in the opposite order.", "{text}")],
-        lambda i: f"Backwards, \"{i['text']}\" reads \"{i['response']}\".", description="reverse three words"),
-    TaskFamily("code", "code", _code,
-        [_T("code_write", "Write a Python function {fname} that returns {desc}."),
-         _T("code_def", "Define a Python function called {fname}.", "It returns {desc}."),
-         _T("code_impl", "Implement {fname} in Python: it should return {desc}.")],
-        [_T("code_heldout", "Using Python, create a function named {fname} which gives back {desc}.")],
-        lambda i: f"# {i['fname']} returns {i['desc']}\n{i['response']}", description="one-line Python functions"),
-    TaskFamily("antonym", "lexical", _antonym,
-        [_T("ant_opp", "What is the opposite of {word}?"),
-         _T("ant_give", "Give an antonym for the word.", "{word}"),
-         _T("ant_rev", "Name the word that means the opposite of \"{word}\".")],
-        [_T("ant_heldout", "Tell me a word with the reverse meaning of {word}.")],
-        lambda i: f"{i['word'].capitalize()} is the opposite of {i['response']}.", description="give the opposite of a word"),
-    TaskFamily("plural", "lexical", _plural,
-        [_T("pl_make", "Make this phrase plural: {text}"),
-         _T("pl_form", "Write the plural form.", "{text}"),
-         _T("pl_many", "Change \"{text}\" so it talks about more than one.")],
-        [_T("pl_heldout", "Turn the singular phrase into its plural.", "{text}")],
-        lambda i: f"One {i['text'][4:]}, many {i['response'][4:]}.", description="pluralise a noun phrase (irregular nouns too)"),
-]}
+FAMILIES: dict[str, TaskFamily] = {
+    f.name: f
+    for f in [
+        TaskFamily(
+            "sentiment",
+            "classification",
+            _sentiment,
+            [
+                _T("sent_flan", "Is the following review positive or negative? Review: {text}"),
+                _T("sent_what", "What is the sentiment of this review?", "{text}"),
+                _T("sent_opts", "{text}\nIs this review positive or negative?\nOPTIONS:\n- positive\n- negative"),
+            ],
+            [
+                _T(
+                    "sent_heldout",
+                    "Read the opinion below and tell me if the writer liked it (positive) or not (negative).",
+                    "{text}",
+                )
+            ],
+            lambda i: i["text"],
+            description="label a short review positive or negative",
+        ),
+        TaskFamily(
+            "topic",
+            "classification",
+            _topic,
+            [
+                _T("topic_flan", "Classify the following text into one of these categories: {labels}\nText: {text}"),
+                _T("topic_opts", "{text}\nWhat is this sentence about?\nOPTIONS:\n{options}"),
+                _T("topic_which", "Which topic does the sentence belong to?", "{text}\nOPTIONS:\n{options}"),
+            ],
+            [_T("topic_heldout", "Pick the subject of this sentence from the list.\n{options}", "{text}")],
+            lambda i: i["text"],
+            description="pick the topic of a sentence from OPTIONS",
+        ),
+        TaskFamily(
+            "qa",
+            "qa",
+            _qa,
+            [
+                _T(
+                    "qa_flan",
+                    "Based on the following passage, answer the question.\nPassage: {passage}\nQuestion: {question}",
+                ),
+                _T("qa_read", "Read the text and answer the question.", "{passage}\nQuestion: {question}"),
+                _T("qa_short", "{question}", "{passage}"),
+            ],
+            [_T("qa_heldout", "Answer using only the facts given. {question}", "Facts: {passage}")],
+            lambda i: i["passage"] + " Remember: " + i["recall"],
+            description="extract an answer from a passage",
+        ),
+        TaskFamily(
+            "summarize",
+            "summarization",
+            _summarize,
+            [
+                _T("sum_flan", "Summarize the following text in one sentence: {text}"),
+                _T("sum_main", "Which sentence tells what happened? Copy it.", "{text}"),
+                _T("sum_tldr", "{text}\nGive a one-sentence summary."),
+            ],
+            [_T("sum_heldout", "Pick out the key event from this passage.", "{text}")],
+            lambda i: i["text"] + " In short: " + i["response"],
+            description="extract the one sentence that reports an event",
+        ),
+        TaskFamily(
+            "translate",
+            "translation",
+            _translate,
+            [
+                _T("tr_flan", "Translate the following sentence to French: {text}"),
+                _T("tr_en_fr", "Translate from English to French.", "{text}"),
+                _T("tr_how", 'How do you say "{text}" in French?'),
+            ],
+            [_T("tr_heldout", "Give the French version of this sentence.", "{text}")],
+            lambda i: f'In French, "{i["text"]}" is "{i["response"]}".',
+            description="English to French over a controlled lexicon",
+        ),
+        TaskFamily(
+            "arithmetic",
+            "reasoning",
+            _arithmetic,
+            [
+                _T("ar_flan", "Answer the following question step by step.\nQuestion: What is {a} + {b}?"),
+                _T("ar_add", "Add the two numbers. Show your steps.", "{a} + {b}"),
+                _T("ar_sum", "What is the sum of {a} and {b}? Work it out digit by digit."),
+            ],
+            [_T("ar_heldout", "Calculate {a} plus {b}, explaining each step.")],
+            lambda i: f"To add {i['a']} and {i['b']}: " + i["response"].replace("The answer is", "So the sum is"),
+            multi_step=True,
+            description="two-digit addition with worked steps",
+        ),
+        TaskFamily(
+            "word_problem",
+            "reasoning",
+            _word_problem,
+            [
+                _T("wp_flan", "Answer the following question step by step.\nQuestion: {text}"),
+                _T("wp_solve", "Solve the word problem.", "{text}"),
+                _T("wp_think", "{text}\nThink step by step."),
+            ],
+            [_T("wp_heldout", "Work out the answer to this story problem.", "{text}")],
+            lambda i: i["text"].rsplit(".", 1)[0] + ". " + i["response"].replace("The answer is", "So the count is"),
+            multi_step=True,
+            description="one-step add/subtract story problems, reasoning shown",
+        ),
+        TaskFamily(
+            "compare",
+            "reasoning",
+            _compare,
+            [
+                _T("cmp_which", "Which number is larger: {a} or {b}?"),
+                _T("cmp_bigger", "Give the bigger of the two numbers.", "{a}, {b}"),
+                _T("cmp_max", "Return the maximum of {a} and {b}."),
+            ],
+            [_T("cmp_heldout", "Of {a} and {b}, which is greater?")],
+            lambda i: f"{max(i['a'], i['b'])} is larger than {min(i['a'], i['b'])}.",
+            description="pick the larger of two numbers",
+        ),
+        TaskFamily(
+            "uppercase",
+            "string",
+            _uppercase,
+            [
+                _T("up_caps", "Write the following in capital letters: {text}"),
+                _T("up_convert", "Convert the text to uppercase.", "{text}"),
+                _T("up_shout", 'Rewrite "{text}" in all caps.'),
+            ],
+            [_T("up_heldout", "Change every letter to upper case.", "{text}")],
+            lambda i: f'In capitals, "{i["text"]}" is "{i["response"]}".',
+            description="uppercase a short phrase",
+        ),
+        TaskFamily(
+            "reverse_words",
+            "string",
+            _reverse,
+            [
+                _T("rev_order", "Reverse the order of the words: {text}"),
+                _T("rev_back", "Write these words backwards, last word first.", "{text}"),
+                _T("rev_flip", 'Flip the word order of "{text}".'),
+            ],
+            [_T("rev_heldout", "Put the words in the opposite order.", "{text}")],
+            lambda i: f'Backwards, "{i["text"]}" reads "{i["response"]}".',
+            description="reverse three words",
+        ),
+        TaskFamily(
+            "code",
+            "code",
+            _code,
+            [
+                _T("code_write", "Write a Python function {fname} that returns {desc}."),
+                _T("code_def", "Define a Python function called {fname}.", "It returns {desc}."),
+                _T("code_impl", "Implement {fname} in Python: it should return {desc}."),
+            ],
+            [_T("code_heldout", "Using Python, create a function named {fname} which gives back {desc}.")],
+            lambda i: f"# {i['fname']} returns {i['desc']}\n{i['response']}",
+            description="one-line Python functions",
+        ),
+        TaskFamily(
+            "antonym",
+            "lexical",
+            _antonym,
+            [
+                _T("ant_opp", "What is the opposite of {word}?"),
+                _T("ant_give", "Give an antonym for the word.", "{word}"),
+                _T("ant_rev", 'Name the word that means the opposite of "{word}".'),
+            ],
+            [_T("ant_heldout", "Tell me a word with the reverse meaning of {word}.")],
+            lambda i: f"{i['word'].capitalize()} is the opposite of {i['response']}.",
+            description="give the opposite of a word",
+        ),
+        TaskFamily(
+            "plural",
+            "lexical",
+            _plural,
+            [
+                _T("pl_make", "Make this phrase plural: {text}"),
+                _T("pl_form", "Write the plural form.", "{text}"),
+                _T("pl_many", 'Change "{text}" so it talks about more than one.'),
+            ],
+            [_T("pl_heldout", "Turn the singular phrase into its plural.", "{text}")],
+            lambda i: f"One {i['text'][4:]}, many {i['response'][4:]}.",
+            description="pluralise a noun phrase (irregular nouns too)",
+        ),
+    ]
+}
+
 
 # %% ../nbs/01_world.ipynb #e1ebca47
 def get_family(name: str) -> TaskFamily:
     "The family called `name`; an unknown name lists the valid ones."
-    if name not in FAMILIES: raise CourseError(f"unknown task family {name!r}; valid families: {sorted(FAMILIES)}")
+    if name not in FAMILIES:
+        raise CourseError(f"unknown task family {name!r}; valid families: {sorted(FAMILIES)}")
     return FAMILIES[name]
+
 
 def list_families() -> list[dict]:
     "One row per family: name, cluster, template counts, description."
-    return [dict(name=f.name, cluster=f.cluster, templates=len(f.templates), heldout_templates=len(f.heldout_templates),
-                 multi_step=f.multi_step, description=f.description) for f in FAMILIES.values()]
+    return [
+        dict(
+            name=f.name,
+            cluster=f.cluster,
+            templates=len(f.templates),
+            heldout_templates=len(f.heldout_templates),
+            multi_step=f.multi_step,
+            description=f.description,
+        )
+        for f in FAMILIES.values()
+    ]
+
 
 # %% ../nbs/01_world.ipynb #4a2778bf
-def render_record(family: str | TaskFamily, inst: dict, template_id: str | None = None, rng: random.Random | None = None) -> dict:
+def render_record(
+    family: str | TaskFamily, inst: dict, template_id: str | None = None, rng: random.Random | None = None
+) -> dict:
     "Apply a template (by id, or a random train template) to an instance."
     fam = get_family(family) if isinstance(family, str) else family
     tpl = fam.template(template_id) if template_id else (rng or random).choice(fam.templates)
     ins, inp = tpl.render(inst)
     return {"instruction": ins, "input": inp, "response": inst["response"], "task": fam.name, "template_id": tpl.id}
 
+
 # %% ../nbs/01_world.ipynb #212239ea
 DEFAULT_HELDOUT_FAMILIES = ("antonym", "compare")
 SPLITS = ("train", "heldout_instances", "heldout_templates", "heldout_families")
 
+
 def _unique_instances(fam: TaskFamily, rng: random.Random, n: int, exclude: set, max_tries: int = 50) -> list[dict]:
     out, seen, tries = [], set(exclude), 0
     while len(out) < n and tries < max_tries * max(n, 1):
-        inst = fam.make(rng); tries += 1
-        if inst["key"] in seen: continue
-        seen.add(inst["key"]); out.append(inst)
+        inst = fam.make(rng)
+        tries += 1
+        if inst["key"] in seen:
+            continue
+        seen.add(inst["key"])
+        out.append(inst)
     return out
 
-def make_splits(seed: int = 0, n_train: int = 600, n_eval: int = 40, heldout_families=DEFAULT_HELDOUT_FAMILIES, families=None) -> dict[str, list[dict]]:
+
+def make_splits(
+    seed: int = 0, n_train: int = 600, n_eval: int = 40, heldout_families=DEFAULT_HELDOUT_FAMILIES, families=None
+) -> dict[str, list[dict]]:
     "Deterministic splits `{train, heldout_instances, heldout_templates, heldout_families}` of rendered records."
     families = list(families or FAMILIES)
-    for f in list(families) + list(heldout_families): get_family(f)
+    for f in list(families) + list(heldout_families):
+        get_family(f)
     bad = set(heldout_families) - set(families)
-    if bad: raise CourseError(f"heldout_families {sorted(bad)} are not among families {families}")
-    if n_train < 0 or n_eval < 0: raise CourseError("n_train and n_eval must be >= 0")
+    if bad:
+        raise CourseError(f"heldout_families {sorted(bad)} are not among families {families}")
+    if n_train < 0 or n_eval < 0:
+        raise CourseError("n_train and n_eval must be >= 0")
     splits = {s: [] for s in SPLITS}
     for fi, name in enumerate(families):
-        fam = FAMILIES[name]; rng = random.Random(f"{seed}:{name}")  # one stream per family: adding a family changes no other
+        fam = FAMILIES[name]
+        rng = random.Random(f"{seed}:{name}")  # one stream per family: adding a family changes no other
         if name in heldout_families:
             for inst in _unique_instances(fam, rng, n_eval, set()):
-                splits["heldout_families"].append(render_record(fam, inst, rng.choice(fam.templates + fam.heldout_templates).id))
+                splits["heldout_families"].append(
+                    render_record(fam, inst, rng.choice(fam.templates + fam.heldout_templates).id)
+                )
             continue
         ev = _unique_instances(fam, rng, 2 * n_eval, set())
         tr = _unique_instances(fam, rng, n_train, {i["key"] for i in ev})
-        for inst in ev[:n_eval]: splits["heldout_instances"].append(render_record(fam, inst, rng=rng))
-        for inst in ev[n_eval:]: splits["heldout_templates"].append(render_record(fam, inst, rng.choice(fam.heldout_templates).id))
-        for inst in tr: splits["train"].append(render_record(fam, inst, rng=rng))
+        for inst in ev[:n_eval]:
+            splits["heldout_instances"].append(render_record(fam, inst, rng=rng))
+        for inst in ev[n_eval:]:
+            splits["heldout_templates"].append(render_record(fam, inst, rng.choice(fam.heldout_templates).id))
+        for inst in tr:
+            splits["train"].append(render_record(fam, inst, rng=rng))
     random.Random(seed).shuffle(splits["train"])
     return splits
+
 
 def eval_keys(splits: dict[str, list[dict]]) -> set[str]:
     "The instance identities (see `instance_text`) used by the evaluation splits."
     return {instance_text(r) for s in SPLITS[1:] for r in splits[s]}
 
+
 _CONSTANT_SLOTS = {"options", "labels"}  # the same for every instance: not part of its identity
 
-@functools.lru_cache(maxsize=None)
+
+@functools.cache
 def _template_regex(task: str, template_id: str) -> re.Pattern:
     tpl = get_family(task).template(template_id)
     pieces = re.split(r"(\{[a-z_]+\})", tpl.instruction + "\x00" + tpl.input)
-    return re.compile("".join(f"(?P<{p[1:-1]}>.*?)" if re.fullmatch(r"\{[a-z_]+\}", p) else re.escape(p) for p in pieces) + r"\Z", re.S)
+    return re.compile(
+        "".join(f"(?P<{p[1:-1]}>.*?)" if re.fullmatch(r"\{[a-z_]+\}", p) else re.escape(p) for p in pieces) + r"\Z",
+        re.S,
+    )
+
 
 def instance_text(rec: dict) -> str:
     "The instance content of a record with its template stripped away: the same for one instance under any template."
     m = _template_regex(rec["task"], rec["template_id"]).match(rec["instruction"] + "\x00" + rec["input"])
-    if m is None: raise CourseError(f"record does not match its template {rec['template_id']!r}: {rec['instruction'][:60]!r}")
-    return rec["task"] + "|" + "\x1f".join(f"{k}={v}" for k, v in sorted(m.groupdict().items()) if k not in _CONSTANT_SLOTS)
+    if m is None:
+        raise CourseError(f"record does not match its template {rec['template_id']!r}: {rec['instruction'][:60]!r}")
+    return (
+        rec["task"]
+        + "|"
+        + "\x1f".join(f"{k}={v}" for k, v in sorted(m.groupdict().items()) if k not in _CONSTANT_SLOTS)
+    )
+
 
 # %% ../nbs/01_world.ipynb #aecaf7ac
 def _digit_facts(r: random.Random) -> str:
     a, b = r.randint(0, 9), r.randint(0, 9)
-    if r.random() < 0.3: a, b = r.randint(0, 9), r.randint(0, 9); return f"{a} + {b} + 1 = {a + b + 1}."
-    if r.random() < 0.4: x = r.randint(1, 18); y = r.randint(0, min(9, x)); return f"{x} - {y} = {x - y}."
+    if r.random() < 0.3:
+        a, b = r.randint(0, 9), r.randint(0, 9)
+        return f"{a} + {b} + 1 = {a + b + 1}."
+    if r.random() < 0.4:
+        x = r.randint(1, 18)
+        y = r.randint(0, min(9, x))
+        return f"{x} - {y} = {x - y}."
     return f"{a} + {b} = {a + b}."
+
 
 PRETRAIN_WEIGHTS = {"qa": 4.0, "summarize": 3.0, "arithmetic": 2.0}  # more of the renderings that need looking back
 
-def pretraining_text(seed: int = 0, n_docs: int = 20000, exclude: set[str] | None = None, sentences_per_doc: tuple[int, int] = (3, 8)) -> list[str]:
+
+def pretraining_text(
+    seed: int = 0, n_docs: int = 20000, exclude: set[str] | None = None, sentences_per_doc: tuple[int, int] = (3, 8)
+) -> list[str]:
     "Plain documents (no instruction format) drawn from every family; instances whose identity is in `exclude` are skipped."
-    rng = random.Random(f"pretrain:{seed}"); exclude = exclude or set(); fams = list(FAMILIES.values()); docs = []
+    rng = random.Random(f"pretrain:{seed}")
+    exclude = exclude or set()
+    fams = list(FAMILIES.values())
+    docs = []
     for _ in range(n_docs):
         parts = []
         for _ in range(rng.randint(*sentences_per_doc)):
-            if rng.random() < 0.15: parts.append(_digit_facts(rng)); continue
-            fam = rng.choices(fams, weights=[PRETRAIN_WEIGHTS.get(f.name, 1.0) for f in fams])[0]; inst = fam.make(rng)
-            if exclude and instance_text(render_record(fam, inst, fam.templates[0].id)) in exclude: continue
+            if rng.random() < 0.15:
+                parts.append(_digit_facts(rng))
+                continue
+            fam = rng.choices(fams, weights=[PRETRAIN_WEIGHTS.get(f.name, 1.0) for f in fams])[0]
+            inst = fam.make(rng)
+            if exclude and instance_text(render_record(fam, inst, fam.templates[0].id)) in exclude:
+                continue
             parts.append(fam.plain(inst))
-        if parts: docs.append(("\n" if any("\n" in p for p in parts) else " ").join(parts))
+        if parts:
+            docs.append(("\n" if any("\n" in p for p in parts) else " ").join(parts))
     return docs
 
+
 # %% ../nbs/01_world.ipynb #9a22287d
-def export_world(out_dir: str | Path, seed: int = 0, n_train: int = 600, n_eval: int = 40, n_docs: int = 20000) -> dict[str, int]:
+def export_world(
+    out_dir: str | Path, seed: int = 0, n_train: int = 600, n_eval: int = 40, n_docs: int = 20000
+) -> dict[str, int]:
     "Write `train.jsonl`, `heldout_*.jsonl` and `pretrain.txt` (documents separated by blank lines); returns counts."
-    out = Path(out_dir); out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     splits = make_splits(seed=seed, n_train=n_train, n_eval=n_eval)
     counts = {}
-    for name, recs in splits.items(): write_jsonl(recs, out / f"{name}.jsonl"); counts[name] = len(recs)
+    for name, recs in splits.items():
+        write_jsonl(recs, out / f"{name}.jsonl")
+        counts[name] = len(recs)
     docs = pretraining_text(seed=seed, n_docs=n_docs, exclude=eval_keys(splits))
-    (out / "pretrain.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8"); counts["pretrain_docs"] = len(docs)
+    (out / "pretrain.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    counts["pretrain_docs"] = len(docs)
     return counts

@@ -1,13 +1,35 @@
 "Evaluation: metrics against hand-computed cases, evaluate's aggregates and bad input, strict judge parsing and agreement, contamination, forgetting."
-import math
+
 import numpy as np
 import pytest
+
 from instruct_course.core import CourseError
-from instruct_course.evaluation import (exact_match, token_f1, rouge_l, squad_tokens, METRICS, evaluate, EvalResult, check_eval_records,
-                                        parse_score, parse_choice, Judge, judge_agreement, judge_sample, spearman, _ranks,
-                                        normalize_text, ngrams, ngram_overlap, contamination_report, plant_leak, score_with_without, forgetting)
-from instruct_course.models import load_model, load_tokenizer, generate
-from instruct_course.world import make_splits, pretraining_text, eval_keys
+from instruct_course.evaluation import (
+    METRICS,
+    EvalResult,
+    Judge,
+    _ranks,
+    check_eval_records,
+    contamination_report,
+    evaluate,
+    exact_match,
+    forgetting,
+    judge_agreement,
+    judge_sample,
+    ngram_overlap,
+    ngrams,
+    normalize_text,
+    parse_choice,
+    parse_score,
+    plant_leak,
+    rouge_l,
+    score_with_without,
+    spearman,
+    squad_tokens,
+    token_f1,
+)
+from instruct_course.models import load_model, load_tokenizer
+from instruct_course.world import eval_keys, make_splits, pretraining_text
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +76,7 @@ def test_rouge_l_hand_cases():
 # ---------------------------------------------------------------- evaluate
 def test_evaluate_scores_per_family_and_matches_sft(tok, sft, splits):
     from instruct_course.sft import evaluate_exact_match
+
     recs = splits["heldout_instances"]
     r = evaluate(sft, tok, recs, progress=False)
     assert isinstance(r, EvalResult) and r.n == len(recs) and r.splits == ["eval"]
@@ -63,14 +86,22 @@ def test_evaluate_scores_per_family_and_matches_sft(tok, sft, splits):
     assert r.overall()["exact_match"] > 0.6  # the shipped SFT model answers held-out instances
     # each item's scores are the metric functions applied to its prediction
     p = r.predictions[0]
-    assert p["token_f1"] == token_f1(p["prediction"], p["response"]) and p["rouge_l"] == rouge_l(p["prediction"], p["response"])
+    assert p["token_f1"] == token_f1(p["prediction"], p["response"]) and p["rouge_l"] == rouge_l(
+        p["prediction"], p["response"]
+    )
     t = r.table()
     assert list(t.columns) == ["exact_match", "token_f1", "rouge_l", "n"] and "overall" in t.index
     assert r.plot() is not None
 
 
 def test_evaluate_macro_average_and_splits(tok, sft, splits):
-    r = evaluate(sft, tok, {"a": splits["heldout_instances"], "b": splits["heldout_families"]}, metrics="exact_match", progress=False)
+    r = evaluate(
+        sft,
+        tok,
+        {"a": splits["heldout_instances"], "b": splits["heldout_families"]},
+        metrics="exact_match",
+        progress=False,
+    )
     assert r.splits == ["a", "b"] and r.n == len(splits["heldout_instances"]) + len(splits["heldout_families"])
     pf = r.per_family("a")
     assert r.overall("a")["exact_match"] == pytest.approx(np.mean([v["exact_match"] for v in pf.values()]))
@@ -107,7 +138,14 @@ def test_evaluate_bad_input(tok, sft, splits):
 
 # ---------------------------------------------------------------- judge
 def test_parse_score_is_strict():
-    assert [parse_score(s) for s in ["4", "5.\nbecause", "Score: 3", "2/5", "1 out of 5", " grade: 2 "]] == [4, 5, 3, 2, 1, 2]
+    assert [parse_score(s) for s in ["4", "5.\nbecause", "Score: 3", "2/5", "1 out of 5", " grade: 2 "]] == [
+        4,
+        5,
+        3,
+        2,
+        1,
+        2,
+    ]
     for s in ["1 = wrong or", "15", "0", "6", "The answer is 4", "3-4", "", None, "four", "4 because it is right"]:
         assert parse_score(s) is None, s
     assert [parse_choice(s) for s in ["A", "b.", "Answer B", "(A)"]] == ["A", "B", "B", "A"]
@@ -115,7 +153,9 @@ def test_parse_score_is_strict():
 
 
 class _Scripted:
-    def __init__(self, replies): self.replies = replies
+    def __init__(self, replies):
+        self.replies = replies
+
     def score_many(self, items, progress=False):
         return [{"score": parse_score(r), "raw": r, "parseable": parse_score(r) is not None} for r in self.replies]
 
@@ -152,7 +192,9 @@ def test_judge_agreement_failure_side():
 
 def test_ranks_and_spearman():
     assert list(_ranks(np.array([10, 20, 20, 5]))) == [2, 3.5, 3.5, 1]
-    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0) and spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0) and spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(
+        -1.0
+    )
     assert spearman([1, 1, 1], [1, 2, 3]) is None
 
 
@@ -166,11 +208,19 @@ def test_judge_runs_on_a_loaded_model_and_swaps_positions(tok, sft):
     assert cmp["asked"] == 4 and len(cmp["results"]) == 2
     for r in cmp["results"]:
         assert r["winner"] in ("a", "b", "tie/inconsistent") and (r["winner"] != "tie/inconsistent") == r["consistent"]
-    ex = j.expected_scores([dict(instruction="Say yes.", response="yes", reference="yes"), dict(instruction="Say no.", response="yes")])
-    assert len(ex) == 2 and all(1 <= e["score"] <= 5 and abs(sum(e["raw"]) - 1) < 1e-3 and 0 < e["digit_mass"] <= 1 for e in ex)
+    ex = j.expected_scores(
+        [dict(instruction="Say yes.", response="yes", reference="yes"), dict(instruction="Say no.", response="yes")]
+    )
+    assert len(ex) == 2 and all(
+        1 <= e["score"] <= 5 and abs(sum(e["raw"]) - 1) < 1e-3 and 0 < e["digit_mass"] <= 1 for e in ex
+    )
     recs, preds = _recs()
     ag = judge_agreement(j, recs, preds, mode="expected")
-    assert ag["unparseable"] == 0 and ag["mode"] == "expected" and sum(sum(v.values()) for v in ag["confusion"].values()) == 6
+    assert (
+        ag["unparseable"] == 0
+        and ag["mode"] == "expected"
+        and sum(sum(v.values()) for v in ag["confusion"].values()) == 6
+    )
     with pytest.raises(CourseError, match="mode"):
         judge_agreement(j, recs, preds, mode="vibes")
     with pytest.raises(CourseError, match="tokenizer"):
@@ -181,14 +231,26 @@ def test_judge_runs_on_a_loaded_model_and_swaps_positions(tok, sft):
 
 def test_compare_position_logic():
     "A judge that always answers 'A' is inconsistent on every pair; one that tracks content is consistent."
+
     class Fixed(Judge):
-        def __init__(self, fn): self.fn = fn; self.max_task_chars = 600
-        def _ask(self, prompts, progress=False): return [self.fn(p) for p in prompts]
+        def __init__(self, fn):
+            self.fn = fn
+            self.max_task_chars = 600
+
+        def _ask(self, prompts, progress=False):
+            return [self.fn(p) for p in prompts]
+
     always_a = Fixed(lambda p: "A").compare_many([dict(instruction="t", a="good", b="bad")] * 3)
     assert always_a["consistency_rate"] == 0.0 and always_a["first_position_rate"] == 1.0
     assert all(r["winner"] == "tie/inconsistent" for r in always_a["results"])
-    smart = Fixed(lambda p: "A" if "Answer A: good" in p else "B").compare_many([dict(instruction="t", a="good", b="bad")] * 3)
-    assert smart["consistency_rate"] == 1.0 and all(r["winner"] == "a" for r in smart["results"]) and smart["first_position_rate"] == 0.5
+    smart = Fixed(lambda p: "A" if "Answer A: good" in p else "B").compare_many(
+        [dict(instruction="t", a="good", b="bad")] * 3
+    )
+    assert (
+        smart["consistency_rate"] == 1.0
+        and all(r["winner"] == "a" for r in smart["results"])
+        and smart["first_position_rate"] == 0.5
+    )
     garbled = Fixed(lambda p: "Both are fine").compare_many([dict(instruction="t", a="x", b="y")])
     assert garbled["unparseable"] == 2 and garbled["results"][0]["winner"] == "tie/inconsistent"
 
@@ -203,8 +265,15 @@ def test_judge_sample_balanced():
 # ---------------------------------------------------------------- contamination
 def test_ngrams_and_overlap_hand_cases():
     assert normalize_text("Hello, World!  It's") == "hello world it s"
-    assert ngrams("a b c", 2) == [("a", "b"), ("b", "c")] and ngrams("a b", 5) == [("a", "b")] and ngrams("...", 2) == []
-    ov = ngram_overlap(["the quick brown fox jumps"], ["The quick, brown fox!", "a slow red dog", "quick brown cat"], n=2, threshold=0.5)
+    assert (
+        ngrams("a b c", 2) == [("a", "b"), ("b", "c")] and ngrams("a b", 5) == [("a", "b")] and ngrams("...", 2) == []
+    )
+    ov = ngram_overlap(
+        ["the quick brown fox jumps"],
+        ["The quick, brown fox!", "a slow red dog", "quick brown cat"],
+        n=2,
+        threshold=0.5,
+    )
     assert [o["overlap"] for o in ov] == [1.0, 0.0, 0.5] and [o["flagged"] for o in ov] == [True, False, True]
     assert ov[2]["matches"] == ["quick brown"]
     gpt3 = ngram_overlap(["the quick brown fox"], ["quick brown cat dog"], n=2, threshold=None)  # any shared n-gram

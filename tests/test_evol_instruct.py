@@ -1,62 +1,94 @@
 "Evol-Instruct: elimination rules, score parsing, pruning bias, levels and returned instructions (a scripted generator stands in for the LM)."
+
 import random
-import pytest
 from collections import Counter
+
+import pytest
+
 from instruct_course.core import CourseError
-from instruct_course.evol_instruct import (instruction_elimination, response_elimination, parse_score, count_constraints, prune, simulate_pruning,
-    EvolInstructGenerator, EVOLUTION_OPS, ELIMINATION_REASONS, TUTORIAL_EVOLUTION_PROMPTS, evolution_prompt, difficulty_by_level, pruning_comparison)
+from instruct_course.evol_instruct import (
+    ELIMINATION_REASONS,
+    EVOLUTION_OPS,
+    TUTORIAL_EVOLUTION_PROMPTS,
+    EvolInstructGenerator,
+    count_constraints,
+    difficulty_by_level,
+    evolution_prompt,
+    instruction_elimination,
+    parse_score,
+    prune,
+    pruning_comparison,
+    response_elimination,
+    simulate_pruning,
+)
 
 P = "Write a haiku about autumn."
 
-@pytest.mark.parametrize("evolved,finish,reason", [
-    ("Write a haiku about autumn that mentions a red maple leaf and the first frost.", "stop", None),
-    ("Write a haiku about autumn.", "stop", "no_information_gain"),
-    ("write a haiku about AUTUMN!!", "stop", "no_information_gain"),
-    ("Write a haiku about autumn, please.", "stop", "no_information_gain"),
-    ("Write a haiku about autumn leaves", "stop", "no_information_gain"),   # ROUGE-L 0.91: near-identical
-    ("Write a haiku about autumn leaves in the rain", "stop", None),        # ROUGE-L 0.77: a real change
-    ("#Rewritten Prompt#: Write a haiku about autumn rain at night.", "stop", "copied_markers"),
-    ("Rewrite the given prompt to be about winter and snow.", "stop", "copied_markers"),
-    ("", "stop", "empty"),
-    ("...", "stop", "empty"),
-    ("Write a haiku about autumn that", "length", "truncated"),
-])
+
+@pytest.mark.parametrize(
+    "evolved,finish,reason",
+    [
+        ("Write a haiku about autumn that mentions a red maple leaf and the first frost.", "stop", None),
+        ("Write a haiku about autumn.", "stop", "no_information_gain"),
+        ("write a haiku about AUTUMN!!", "stop", "no_information_gain"),
+        ("Write a haiku about autumn, please.", "stop", "no_information_gain"),
+        ("Write a haiku about autumn leaves", "stop", "no_information_gain"),  # ROUGE-L 0.91: near-identical
+        ("Write a haiku about autumn leaves in the rain", "stop", None),  # ROUGE-L 0.77: a real change
+        ("#Rewritten Prompt#: Write a haiku about autumn rain at night.", "stop", "copied_markers"),
+        ("Rewrite the given prompt to be about winter and snow.", "stop", "copied_markers"),
+        ("", "stop", "empty"),
+        ("...", "stop", "empty"),
+        ("Write a haiku about autumn that", "length", "truncated"),
+    ],
+)
 def test_instruction_elimination(evolved, finish, reason):
     assert instruction_elimination(P, evolved, finish) == reason
 
 
-@pytest.mark.parametrize("response,reason", [
-    ("I'm sorry, but I can't do that.", "sorry"),
-    ("I apologize, this is not possible.", "sorry"),
-    ("As an AI, I have no opinion.", "sorry"),
-    ("Sorry " + "leaf " * 90, None),                 # long answers are kept even if they apologise
-    ("It is what it is.", "stopwords_only"),
-    ("!!! ...", "stopwords_only"),
-    ("", "stopwords_only"),
-    ("Red leaves drift down / the maple lets go at last / cold wind carries them", None),
-    ("The answer is 42.", None),
-])
+@pytest.mark.parametrize(
+    "response,reason",
+    [
+        ("I'm sorry, but I can't do that.", "sorry"),
+        ("I apologize, this is not possible.", "sorry"),
+        ("As an AI, I have no opinion.", "sorry"),
+        ("Sorry " + "leaf " * 90, None),  # long answers are kept even if they apologise
+        ("It is what it is.", "stopwords_only"),
+        ("!!! ...", "stopwords_only"),
+        ("", "stopwords_only"),
+        ("Red leaves drift down / the maple lets go at last / cold wind carries them", None),
+        ("The answer is 42.", None),
+    ],
+)
 def test_response_elimination(response, reason):
     assert response_elimination(response) == reason
 
 
 def test_parse_score_never_guesses():
-    assert parse_score("7") == 7 and parse_score("Difficulty: 3/10") == 3 and parse_score("10") == 10 and parse_score("6.") == 6
+    assert (
+        parse_score("7") == 7
+        and parse_score("Difficulty: 3/10") == 3
+        and parse_score("10") == 10
+        and parse_score("6.") == 6
+    )
     assert parse_score("8 out of 10") == 8
-    for bad in ["", "hard", "eleven", "0", "11", "-3", "100", "1. Table", "I think 7", "Difficulty ("]: assert parse_score(bad) is None, bad
+    for bad in ["", "hard", "eleven", "0", "11", "-3", "100", "1. Table", "I think 7", "Difficulty ("]:
+        assert parse_score(bad) is None, bad
 
 
 def test_count_constraints():
     assert count_constraints("Write a haiku.") == 0
-    assert count_constraints("Write a haiku that must include exactly 3 colours.") == 4   # must, include, exactly, 3
+    assert count_constraints("Write a haiku that must include exactly 3 colours.") == 4  # must, include, exactly, 3
     assert count_constraints("Write at least two lines without rhyme.") == 2
 
 
 def test_prune_and_bias():
-    rng = random.Random(0); c = list("abcdef")
+    rng = random.Random(0)
+    c = list("abcdef")
     assert prune(c, 2, "first", rng) == ["a", "b"]
-    s = prune(c, 2, "sample", rng); assert len(s) == 2 and set(s) <= set(c)
-    with pytest.raises(CourseError): prune(c, 2, "best", rng)
+    s = prune(c, 2, "sample", rng)
+    assert len(s) == 2 and set(s) <= set(c)
+    with pytest.raises(CourseError):
+        prune(c, 2, "best", rng)
     first, sample = simulate_pruning(strategy="first"), simulate_pruning(strategy="sample")
     assert set(first) == set(list(EVOLUTION_OPS)[:2])
     assert set(sample) == set(EVOLUTION_OPS)
@@ -67,31 +99,51 @@ def test_prompts():
     assert set(TUTORIAL_EVOLUTION_PROMPTS) == {"deepen", "widen", "concretize", "reasoning"}
     assert {d for d, *_ in EVOLUTION_OPS.values()} == {"in-depth", "in-breadth"}
     assert sum(d == "in-depth" for d, *_ in EVOLUTION_OPS.values()) == 5
-    for op in EVOLUTION_OPS: assert "{instruction}" in evolution_prompt(op)
-    with pytest.raises(CourseError): evolution_prompt("widen")
+    for op in EVOLUTION_OPS:
+        assert "{instruction}" in evolution_prompt(op)
+    with pytest.raises(CourseError):
+        evolution_prompt("widen")
 
 
 class ScriptedGen:
     "Evolution prompts: appends a constraint, except 'deepening' echoes the parent (no gain) and 'breadth' copies a marker. Other prompts: an answer."
+
     has_chat_template = True
-    def __init__(self): self.stats = {}
+
+    def __init__(self):
+        self.stats = {}
+
     def __call__(self, prompts, seed=None, **kw):
         out = []
         for p in prompts:
             if "#Given Prompt#:" in p:
                 parent = p.split("#Given Prompt#: ")[-1].split("\n")[0]
-                if "in more depth" in p: t = parent
-                elif "brand new task" in p: t = "#Created Prompt#: " + parent
-                elif "explicit steps" in p: t = parent + " Then explain step 2 carefully."
-                else: t = parent + f" It must use at most {len(parent) % 50 + 3} words."
+                if "in more depth" in p:
+                    t = parent
+                elif "brand new task" in p:
+                    t = "#Created Prompt#: " + parent
+                elif "explicit steps" in p:
+                    t = parent + " Then explain step 2 carefully."
+                else:
+                    t = parent + f" It must use at most {len(parent) % 50 + 3} words."
                 out.append({"text": t, "finish_reason": "stop", "new_tokens": 5})
-            elif p.startswith("Rate how difficult"): out.append({"text": "7" if "must" in p else "maybe", "finish_reason": "stop", "new_tokens": 1})
-            else: out.append({"text": "Sorry, I cannot." if "step 2" in p else "Here is a careful answer with content.", "finish_reason": "stop", "new_tokens": 5})
+            elif p.startswith("Rate how difficult"):
+                out.append({"text": "7" if "must" in p else "maybe", "finish_reason": "stop", "new_tokens": 1})
+            else:
+                out.append(
+                    {
+                        "text": "Sorry, I cannot." if "step 2" in p else "Here is a careful answer with content.",
+                        "finish_reason": "stop",
+                        "new_tokens": 5,
+                    }
+                )
         return out
 
 
 def scripted(**kw):
-    g = EvolInstructGenerator(None, None, seed=1, progress=False, **kw); g.gen = ScriptedGen(); return g
+    g = EvolInstructGenerator(None, None, seed=1, progress=False, **kw)
+    g.gen = ScriptedGen()
+    return g
 
 
 def test_generate_dataset_levels_elimination_and_returns():
@@ -106,29 +158,39 @@ def test_generate_dataset_levels_elimination_and_returns():
     by_id = {r["id"]: r for r in recs}
     for r in recs:
         assert r["tutorial_level"] == r["round"] - 1
-        if r["parent_id"].startswith("s"): assert r["level"] == 1
-        else: assert by_id[r["parent_id"]]["status"] == "kept" and r["level"] == by_id[r["parent_id"]]["level"] + 1
+        if r["parent_id"].startswith("s"):
+            assert r["level"] == 1
+        else:
+            assert by_id[r["parent_id"]]["status"] == "kept" and r["level"] == by_id[r["parent_id"]]["level"] + 1
     assert max(r["level"] for r in kept) == 3
     assert sum(g.counts[k] for k in ["kept"] + ELIMINATION_REASONS) == len(recs)
 
 
 def test_failed_instructions_return_to_the_pool():
-    g = scripted(ops=["deepening", "breadth"])          # every evolution fails
+    g = scripted(ops=["deepening", "breadth"])  # every evolution fails
     recs = g.generate_dataset(["Write a haiku about autumn."], num_evolutions=3, evolution_factor=2)
     assert len(recs) == 6 and all(r["status"] == "eliminated" for r in recs)
-    assert all(r["parent_id"] == "s0" and r["level"] == 1 for r in recs)     # the seed is tried again each round, level stays 1
+    assert all(
+        r["parent_id"] == "s0" and r["level"] == 1 for r in recs
+    )  # the seed is tried again each round, level stays 1
     assert [r["round"] for r in recs] == [1, 1, 2, 2, 3, 3]
     assert g.counts["returned_to_pool"] == 3
 
 
 def test_pruning_strategies_select_differently():
-    ops = ["add_constraints", "concretizing", "complicate_input"]       # all succeed in the scripted generator
-    first = scripted(ops=ops).generate_dataset(["Write a haiku about autumn."] * 8, num_evolutions=2, evolution_factor=1, prune_strategy="first")
+    ops = ["add_constraints", "concretizing", "complicate_input"]  # all succeed in the scripted generator
+    first = scripted(ops=ops).generate_dataset(
+        ["Write a haiku about autumn."] * 8, num_evolutions=2, evolution_factor=1, prune_strategy="first"
+    )
     assert {r["evolution_type"] for r in first if r["selected"]} == {"add_constraints"}
-    samp = scripted(ops=ops).generate_dataset(["Write a haiku about autumn."] * 8, num_evolutions=2, evolution_factor=1, prune_strategy="sample")
+    samp = scripted(ops=ops).generate_dataset(
+        ["Write a haiku about autumn."] * 8, num_evolutions=2, evolution_factor=1, prune_strategy="sample"
+    )
     assert len({r["evolution_type"] for r in samp if r["selected"]}) >= 2
     comp = pruning_comparison(samp, evolution_factor=1)
-    assert set(comp["first"]) == {"add_constraints"} and sum(comp["first"].values()) == sum(comp["sample"].values()) == 8
+    assert (
+        set(comp["first"]) == {"add_constraints"} and sum(comp["first"].values()) == sum(comp["sample"].values()) == 8
+    )
 
 
 def test_difficulty_counts_unparseable():
@@ -144,8 +206,13 @@ def test_difficulty_counts_unparseable():
 def test_bad_input():
     g = scripted()
     for bad in [[], [""], ["ok", 3]]:
-        with pytest.raises(CourseError): g.generate_dataset(bad)
-    with pytest.raises(CourseError): g.generate_dataset(["x y z"], num_evolutions=0)
-    with pytest.raises(CourseError): g.generate_dataset(["x y z"], ops_per_instruction=99)
-    with pytest.raises(CourseError): g.evolve("x", "widen")
-    with pytest.raises(CourseError): EvolInstructGenerator(None, None, ops=["nope"])
+        with pytest.raises(CourseError):
+            g.generate_dataset(bad)
+    with pytest.raises(CourseError):
+        g.generate_dataset(["x y z"], num_evolutions=0)
+    with pytest.raises(CourseError):
+        g.generate_dataset(["x y z"], ops_per_instruction=99)
+    with pytest.raises(CourseError):
+        g.evolve("x", "widen")
+    with pytest.raises(CourseError):
+        EvolInstructGenerator(None, None, ops=["nope"])

@@ -1,13 +1,26 @@
 """Tests for instruct_course.flan: templates, OPTIONS, zero/few-shot, capped mixing (DESIGN pitfall 12), leak guard."""
+
 import random
 from collections import Counter
 
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.flan import (flan_task_templates, render_flan, template_table, template_fields, format_options, all_renderings,
-                                  format_zero_shot, format_few_shot, record_identity, mixing_weights, mix_tasks, check_no_leak)
-from instruct_course.world import FAMILIES, TOPIC_LABELS, make_splits, render_record, instance_text
+from instruct_course.flan import (
+    all_renderings,
+    check_no_leak,
+    flan_task_templates,
+    format_few_shot,
+    format_options,
+    format_zero_shot,
+    mix_tasks,
+    mixing_weights,
+    record_identity,
+    render_flan,
+    template_fields,
+    template_table,
+)
+from instruct_course.world import FAMILIES, TOPIC_LABELS, instance_text, make_splits, render_record
 
 
 @pytest.fixture(scope="module")
@@ -18,18 +31,29 @@ def splits():
 @pytest.fixture(scope="module")
 def by_task(splits):
     d = {}
-    for r in splits["train"]: d.setdefault(r["task"], []).append(r)
+    for r in splits["train"]:
+        d.setdefault(r["task"], []).append(r)
     return d
 
 
 # ---- templates -------------------------------------------------------------------------------------------------
 
+
 def test_tutorial_templates_verbatim():
-    assert list(flan_task_templates) == ["sentiment", "summarization", "question_answering", "translation", "classification", "reasoning"]
-    assert flan_task_templates["question_answering"] == ("Based on the following passage, answer the question.\nPassage: {passage}\n"
-                                                         "Question: {input}\nAnswer:")
-    assert flan_task_templates["classification"] == ("Classify the following text into one of these categories: {labels}\n"
-                                                     "Text: {input}\nCategory:")
+    assert list(flan_task_templates) == [
+        "sentiment",
+        "summarization",
+        "question_answering",
+        "translation",
+        "classification",
+        "reasoning",
+    ]
+    assert flan_task_templates["question_answering"] == (
+        "Based on the following passage, answer the question.\nPassage: {passage}\nQuestion: {input}\nAnswer:"
+    )
+    assert flan_task_templates["classification"] == (
+        "Classify the following text into one of these categories: {labels}\nText: {input}\nCategory:"
+    )
 
 
 def test_template_table_covers_both_sources():
@@ -42,7 +66,10 @@ def test_template_table_covers_both_sources():
 
 
 def test_render_flan_by_name_and_world_id():
-    assert render_flan("sentiment", input="Great soup.") == "Is the following review positive or negative? Review: Great soup.\nAnswer:"
+    assert (
+        render_flan("sentiment", input="Great soup.")
+        == "Is the following review positive or negative? Review: Great soup.\nAnswer:"
+    )
     inst = FAMILIES["qa"].make(random.Random(0))
     rec = render_record("qa", inst, "qa_read")
     assert render_flan("qa_read", **inst) == rec["instruction"] + "\n" + rec["input"]
@@ -69,6 +96,7 @@ def test_several_templates_one_instance():
 
 # ---- OPTIONS ---------------------------------------------------------------------------------------------------
 
+
 def test_format_options_flan_style():
     assert format_options(["a", "b"]) == "OPTIONS:\n- a\n- b"
     inst = FAMILIES["topic"].make(random.Random(2))
@@ -83,10 +111,16 @@ def test_format_options_rejects(bad):
 
 # ---- zero- and few-shot ----------------------------------------------------------------------------------------
 
+
 def test_zero_shot(splits):
     r = splits["heldout_instances"][0]
     z = format_zero_shot(r)
-    assert z["prompt"].startswith(r["instruction"]) and z["prompt"].endswith("\nAnswer:") and z["response"] == r["response"] and z["n_shots"] == 0
+    assert (
+        z["prompt"].startswith(r["instruction"])
+        and z["prompt"].endswith("\nAnswer:")
+        and z["response"] == r["response"]
+        and z["n_shots"] == 0
+    )
     with pytest.raises(CourseError, match="'response'"):
         format_zero_shot({"instruction": "x", "input": ""})
 
@@ -108,7 +142,9 @@ def test_few_shot_excludes_query_instance_under_other_template():
     fam = FAMILIES["translate"]
     inst = fam.make(random.Random(7))
     q = render_record(fam, inst, "tr_heldout")
-    same = [render_record(fam, inst, t.id) for t in fam.templates]          # the query's instance, other phrasings, exact duplicate too
+    same = [
+        render_record(fam, inst, t.id) for t in fam.templates
+    ]  # the query's instance, other phrasings, exact duplicate too
     others = [render_record(fam, fam.make(random.Random(s)), "tr_flan") for s in range(100, 103)]
     pool = same + [q] + others
     for s in range(30):
@@ -131,9 +167,10 @@ def test_few_shot_errors(splits):
 
 # ---- mixing: DESIGN pitfall 12 ---------------------------------------------------------------------------------
 
+
 def test_cap_applies_before_weights():
     w = mixing_weights({"a": 10_000, "b": 1_000}, cap=3000)
-    assert w == {"a": 0.75, "b": 0.25}                                  # capping afterwards would leave b at 1/11 or 364/3364
+    assert w == {"a": 0.75, "b": 0.25}  # capping afterwards would leave b at 1/11 or 364/3364
     assert w["b"] != pytest.approx(1 / 11) and w["b"] != pytest.approx(364 / 3364)
     assert mixing_weights({"a": 10_000, "b": 1_000}, cap=None) == {"a": 10 / 11, "b": 1 / 11}
     assert mixing_weights({"a": 500, "b": 1_500}) == {"a": 0.25, "b": 0.75}
@@ -141,8 +178,20 @@ def test_cap_applies_before_weights():
     assert mixing_weights({"a": 10, "b": 0}) == {"a": 1.0, "b": 0.0}
 
 
-@pytest.mark.parametrize("sizes,cap", [({}, 3000), ({"a": -1}, 3000), ({"a": 1.5}, 3000), ({"a": True}, 3000), ({"a": 0, "b": 0}, 3000),
-                                       ({"a": 5}, 0), ({"a": 5}, -3), ({"a": 5}, 2.5), ([("a", 5)], 3000)])
+@pytest.mark.parametrize(
+    "sizes,cap",
+    [
+        ({}, 3000),
+        ({"a": -1}, 3000),
+        ({"a": 1.5}, 3000),
+        ({"a": True}, 3000),
+        ({"a": 0, "b": 0}, 3000),
+        ({"a": 5}, 0),
+        ({"a": 5}, -3),
+        ({"a": 5}, 2.5),
+        ([("a", 5)], 3000),
+    ],
+)
 def test_mixing_weights_rejects(sizes, cap):
     with pytest.raises(CourseError):
         mixing_weights(sizes, cap=cap)
@@ -155,7 +204,7 @@ def _fake(task, n):
 def test_mix_tasks_counts_follow_capped_weights():
     data = {"a": _fake("a", 10_000), "b": _fake("b", 1_000)}
     mix = mix_tasks(data, n=4000, cap=3000, seed=0)
-    assert len(mix) == 4000 and mix.counts == {"a": 3000, "b": 1000}   # the buggy way gives a: 3000, b: 364
+    assert len(mix) == 4000 and mix.counts == {"a": 3000, "b": 1000}  # the buggy way gives a: 3000, b: 364
     assert Counter(r["task"] for r in mix) == Counter({"a": 3000, "b": 1000})
     assert mix.repeats == {"a": 0, "b": 0} and mix.weights == {"a": 0.75, "b": 0.25}
     assert "total" in mix.report()
@@ -166,9 +215,9 @@ def test_mix_tasks_deterministic_exact_and_repeats_counted():
     m1, m2 = mix_tasks(data, n=101, cap=20, seed=3), mix_tasks(data, n=101, cap=20, seed=3)
     assert m1 == m2 and m1 != mix_tasks(data, n=101, cap=20, seed=4)
     assert sum(m1.counts.values()) == len(m1) == 101
-    assert m1.counts == {"a": 43, "b": 15, "c": 43}                      # 101 * (20, 7, 20) / 47, largest remainder
+    assert m1.counts == {"a": 43, "b": 15, "c": 43}  # 101 * (20, 7, 20) / 47, largest remainder
     assert m1.repeats == {"a": 0, "b": 15 - 7, "c": 43 - 20}
-    uses = Counter(r["instruction"] for r in m1 if r["task"] == "c")     # whole shuffled passes: 43 = 20 + 20 + 3
+    uses = Counter(r["instruction"] for r in m1 if r["task"] == "c")  # whole shuffled passes: 43 = 20 + 20 + 3
     assert len(uses) == 20 and set(uses.values()) == {2, 3}
 
 
@@ -184,14 +233,24 @@ def test_mix_tasks_adds_task_and_copies():
     assert [r["task"] for r in mix] == ["x", "x"] and "task" not in data["x"][0]
 
 
-@pytest.mark.parametrize("data,n", [({}, 5), ({"a": "abc"}, 5), ({"a": [1, 2]}, 5), ({"a": _fake("a", 3)}, 0),
-                                    ({"a": _fake("a", 3)}, 2.5), ({"a": []}, 5)])
+@pytest.mark.parametrize(
+    "data,n",
+    [
+        ({}, 5),
+        ({"a": "abc"}, 5),
+        ({"a": [1, 2]}, 5),
+        ({"a": _fake("a", 3)}, 0),
+        ({"a": _fake("a", 3)}, 2.5),
+        ({"a": []}, 5),
+    ],
+)
 def test_mix_tasks_rejects(data, n):
     with pytest.raises(CourseError):
         mix_tasks(data, n=n)
 
 
 # ---- held-out families never leak ------------------------------------------------------------------------------
+
 
 def test_world_mixture_has_no_leak(by_task):
     mix = mix_tasks(by_task, n=600, cap=50, seed=0, heldout_families=["antonym", "compare"])
@@ -214,7 +273,7 @@ def test_check_no_leak_templates_and_bad_input(splits):
     held = splits["heldout_templates"][0]
     with pytest.raises(CourseError, match=r"train_records\[20\].*template"):
         check_no_leak(tr + [held], ["antonym"], heldout_templates=[held["template_id"]])
-    assert check_no_leak(tr + [held], ["antonym"]) == 21                    # template ids only checked when given
+    assert check_no_leak(tr + [held], ["antonym"]) == 21  # template ids only checked when given
     with pytest.raises(CourseError, match="list of family names"):
         check_no_leak(tr, "antonym")
     with pytest.raises(CourseError, match=r"train_records\[1\] has no 'task'"):

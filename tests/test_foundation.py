@@ -1,11 +1,27 @@
 "Foundation: world determinism and splits, tokenizer round-trip, shipped model, loaders, CLI, JSONL errors."
-import json, os, subprocess, sys, time
-from pathlib import Path
-import pytest, torch
-from instruct_course.core import CourseError, read_jsonl, write_jsonl, pick_device
-from instruct_course.world import (FAMILIES, SPLITS, DEFAULT_HELDOUT_FAMILIES, make_splits, instance_text, pretraining_text,
-                                   eval_keys, score_response, get_family, render_record)
-from instruct_course.models import load_model, load_tokenizer, resolve_model, generate, model_size, tiny_model_dir
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from instruct_course.core import CourseError, pick_device, read_jsonl, write_jsonl
+from instruct_course.models import generate, load_model, load_tokenizer, model_size, resolve_model, tiny_model_dir
+from instruct_course.world import (
+    DEFAULT_HELDOUT_FAMILIES,
+    FAMILIES,
+    SPLITS,
+    eval_keys,
+    get_family,
+    instance_text,
+    make_splits,
+    pretraining_text,
+    render_record,
+    score_response,
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,9 +30,17 @@ def splits():
 
 
 def test_world_is_deterministic_per_seed():
-    a, b, c = make_splits(seed=7, n_train=30, n_eval=5), make_splits(seed=7, n_train=30, n_eval=5), make_splits(seed=8, n_train=30, n_eval=5)
+    a, b, c = (
+        make_splits(seed=7, n_train=30, n_eval=5),
+        make_splits(seed=7, n_train=30, n_eval=5),
+        make_splits(seed=8, n_train=30, n_eval=5),
+    )
     assert a == b and a != c
-    assert pretraining_text(seed=1, n_docs=50) == pretraining_text(seed=1, n_docs=50) != pretraining_text(seed=2, n_docs=50)
+    assert (
+        pretraining_text(seed=1, n_docs=50)
+        == pretraining_text(seed=1, n_docs=50)
+        != pretraining_text(seed=2, n_docs=50)
+    )
 
 
 def test_world_size_and_clusters():
@@ -29,13 +53,15 @@ def test_world_size_and_clusters():
 def test_splits_share_no_instance(splits):
     sets = {s: {instance_text(r) for r in splits[s]} for s in SPLITS}
     for i, a in enumerate(SPLITS):
-        for b in SPLITS[i + 1:]:
+        for b in SPLITS[i + 1 :]:
             assert not sets[a] & sets[b], (a, b)
 
 
 def test_instance_identity_ignores_template():
     # the check above must be able to fail: the same instance under two templates has one identity
-    fam = FAMILIES["topic"]; import random
+    fam = FAMILIES["topic"]
+    import random
+
     inst = fam.make(random.Random(3))
     ids = {instance_text(render_record(fam, inst, t.id)) for t in fam.templates + fam.heldout_templates}
     assert len(ids) == 1
@@ -47,7 +73,9 @@ def test_heldout_templates_and_families_never_in_train(splits):
     held_tpl = {t.id for f in FAMILIES.values() for t in f.heldout_templates}
     assert not {r["template_id"] for r in splits["train"]} & held_tpl
     assert {r["template_id"] for r in splits["heldout_templates"]} <= held_tpl
-    assert not {r["task"] for r in splits["train"] + splits["heldout_instances"] + splits["heldout_templates"]} & set(DEFAULT_HELDOUT_FAMILIES)
+    assert not {r["task"] for r in splits["train"] + splits["heldout_instances"] + splits["heldout_templates"]} & set(
+        DEFAULT_HELDOUT_FAMILIES
+    )
     assert {r["task"] for r in splits["heldout_families"]} == set(DEFAULT_HELDOUT_FAMILIES)
 
 
@@ -79,7 +107,8 @@ def test_scoring():
 
 def test_jsonl_errors_name_file_and_line(tmp_path):
     p = write_jsonl([{"instruction": "a", "response": "b"}], tmp_path / "x.jsonl")
-    with open(p, "a") as f: f.write("not json\n")
+    with open(p, "a") as f:
+        f.write("not json\n")
     with pytest.raises(CourseError, match=r"x.jsonl:2"):
         read_jsonl(p)
     q = write_jsonl([{"instruction": "a"}], tmp_path / "y.jsonl")
@@ -103,7 +132,9 @@ def test_shipped_model_loads_offline_and_generates():
     assert (d / "model.safetensors").exists() and not list(d.glob("*.bin")) and not list(d.glob("*.pt"))
     assert sum(f.stat().st_size for f in d.iterdir() if f.is_file()) <= 20 * 2**20
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    m = AutoModelForCausalLM.from_pretrained(d); t = AutoTokenizer.from_pretrained(d)
+
+    m = AutoModelForCausalLM.from_pretrained(d)
+    t = AutoTokenizer.from_pretrained(d)
     x = t("Tom is 12 years old. Tom lives in", return_tensors="pt")
     out = m.generate(**x, max_new_tokens=5, do_sample=False, pad_token_id=t.pad_token_id)
     assert out.shape[1] == x["input_ids"].shape[1] + 5 or t.eos_token_id in out[0].tolist()
@@ -117,20 +148,27 @@ def test_shipped_sft_model_follows_instructions_where_base_does_not():
     stats = json.loads((d / "sft_stats.json").read_text())
     assert stats["exact_match"]["heldout_instances"] > stats["exact_match_base"]["heldout_instances"] + 0.5
     from instruct_course.world import make_splits, score_response
-    recs = [r for r in make_splits(seed=0)["heldout_instances"] if r["task"] in ("uppercase", "sentiment", "translate")][:24]
-    prompts = [f"Instruction: {r['instruction']}" + (f"\nInput: {r['input']}" if r["input"] else "") + "\nResponse:" for r in recs]
+
+    recs = [
+        r for r in make_splits(seed=0)["heldout_instances"] if r["task"] in ("uppercase", "sentiment", "translate")
+    ][:24]
+    prompts = [
+        f"Instruction: {r['instruction']}" + (f"\nInput: {r['input']}" if r["input"] else "") + "\nResponse:"
+        for r in recs
+    ]
     ems = {}
     for name in ("tiny", "tiny-sft"):
         tok, m = load_tokenizer(name), load_model(name, device="cpu")
         outs = generate(m, tok, prompts, max_new_tokens=24, batch_size=24)
         ems[name] = sum(score_response(r["task"], o["text"], r["response"]) for r, o in zip(recs, outs)) / len(recs)
     assert ems["tiny"] <= 0.1 and ems["tiny-sft"] >= 0.8, ems
-    with pytest.raises(CourseError, match="valid"): tiny_model_dir("tiny-dpo")
+    with pytest.raises(CourseError, match="valid"):
+        tiny_model_dir("tiny-dpo")
 
 
 def test_generate_batched_equals_unbatched_greedy():
     tok, m = load_tokenizer("tiny"), load_model("tiny", device="cpu")
-    prompts = ["Tom is 12 years old.", "In French, \"the black cat eats the fish\" is", "def f(x):"]
+    prompts = ["Tom is 12 years old.", 'In French, "the black cat eats the fish" is', "def f(x):"]
     batched = generate(m, tok, prompts, max_new_tokens=8, batch_size=3)
     single = [generate(m, tok, [p], max_new_tokens=8)[0] for p in prompts]
     assert [b["text"] for b in batched] == [s["text"] for s in single]
@@ -170,8 +208,24 @@ def test_device_choice():
 
 
 def test_cli_world_export(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "instruct_course.cli", "world", "export", str(tmp_path), "--n-train", "20", "--n-eval", "4", "--n-docs", "10"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "instruct_course.cli",
+            "world",
+            "export",
+            str(tmp_path),
+            "--n-train",
+            "20",
+            "--n-eval",
+            "4",
+            "--n-docs",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     for s in SPLITS:
         recs = read_jsonl(tmp_path / f"{s}.jsonl", required=["instruction", "input", "response", "task", "template_id"])
@@ -180,16 +234,21 @@ def test_cli_world_export(tmp_path):
 
 
 def test_pretrain_resumes_to_the_same_result(tmp_path):
-    from instruct_course.models import pretrain, PretrainConfig, train_tokenizer
+    from instruct_course.models import PretrainConfig, pretrain, train_tokenizer
+
     texts = pretraining_text(seed=0, n_docs=300)
     tok = train_tokenizer(texts, vocab_size=300)
     small = dict(steps=6, batch_size=4, block_size=32, warmup=2, save_every=3, seed=0)
     from transformers import LlamaForCausalLM
+
     from instruct_course.models import tiny_config
+
     mk = lambda: LlamaForCausalLM(tiny_config(tok, hidden=32, layers=1, heads=2, mlp=64))
-    torch.manual_seed(0); full = pretrain(tmp_path / "a", texts, tok, PretrainConfig(**small), model=mk(), progress=False)
+    torch.manual_seed(0)
+    full = pretrain(tmp_path / "a", texts, tok, PretrainConfig(**small), model=mk(), progress=False)
     # interrupted after 3 steps, then resumed
-    torch.manual_seed(0); pretrain(tmp_path / "b", texts, tok, PretrainConfig(**small), model=mk(), progress=False, stop_after=3)
+    torch.manual_seed(0)
+    pretrain(tmp_path / "b", texts, tok, PretrainConfig(**small), model=mk(), progress=False, stop_after=3)
     cfg_b = json.loads((tmp_path / "b" / "checkpoint" / "optimizer.json").read_text())
     assert cfg_b["extra"]["step"] == 3
     resumed = pretrain(tmp_path / "b", texts, tok, PretrainConfig(**small), progress=False)

@@ -1,14 +1,27 @@
 "Pitfalls lesson: the early-stopping rule and callback, the pretraining mix, the repaired table, a short real early-stopped run."
-from collections import Counter
+
 import math
-import pytest, torch
-from transformers import TrainerState, TrainerControl
+from collections import Counter
+
+import pytest
+import torch
+from transformers import TrainerControl, TrainerState
+
 from instruct_course.core import CourseError
-from instruct_course.models import load_tokenizer
 from instruct_course.masking import IGNORE_INDEX
+from instruct_course.models import load_tokenizer
+from instruct_course.pitfalls import (
+    PITFALLS_TABLE,
+    EvalLossEarlyStopping,
+    _train,
+    curves,
+    early_stop_index,
+    heldout_pretraining_text,
+    mix_pretraining,
+    overfit_data,
+    pitfall_setup,
+)
 from instruct_course.world import make_splits, pretraining_text
-from instruct_course.pitfalls import (PITFALLS_TABLE, early_stop_index, EvalLossEarlyStopping, mix_pretraining, pitfall_setup, overfit_data,
-                                      _train, curves, heldout_pretraining_text)
 
 
 @pytest.fixture(scope="module")
@@ -20,28 +33,38 @@ def feed(cb, losses, every=10, model=None, on_step=None):
     st, ctl = TrainerState(), TrainerControl()
     for i, l in enumerate(losses):
         st.global_step = (i + 1) * every
-        if on_step: on_step(i)
+        if on_step:
+            on_step(i)
         cb.on_evaluate(None, st, ctl, metrics={"eval_loss": l}, model=model)
-        if ctl.should_training_stop: break
+        if ctl.should_training_stop:
+            break
     cb.on_train_end(None, st, ctl, model=model)
     return cb, ctl
 
 
 def test_table_is_repaired():
-    assert [r["pitfall"] for r in PITFALLS_TABLE] == ["Overfitting", "Underfitting", "Catastrophic forgetting", "Data contamination"]
+    assert [r["pitfall"] for r in PITFALLS_TABLE] == [
+        "Overfitting",
+        "Underfitting",
+        "Catastrophic forgetting",
+        "Data contamination",
+    ]
     text = " ".join(v for r in PITFALLS_TABLE for v in r.values())
     assert "β" not in text and "train loss ↓, eval loss ↑" == PITFALLS_TABLE[0]["symptom"]
 
 
-@pytest.mark.parametrize("losses, patience, min_delta, expected", [
-    ([5, 4, 3, 2.5, 2.6, 2.8, 3.0], 2, 0.0, (3, 5)),   # the turn is at index 3; stop after 2 worse evaluations
-    ([5, 4, 3, 2.5, 2.6, 2.8, 3.0], 3, 0.0, (3, 6)),
-    ([5, 4, 3, 2, 1], 1, 0.0, (4, None)),              # still improving: never stops
-    ([3, 2, 2.1, 1.9, 1.8], 2, 0.0, (4, None)),         # a blip is not a turn with patience 2
-    ([3, 2, 2.1, 1.9, 1.8], 1, 0.0, (1, 2)),            # ... it is with patience 1
-    ([3, 2.0, 1.995, 1.99], 2, 0.01, (1, 3)),          # gains under min_delta do not count
-    ([2, 2, 2], 2, 0.0, (0, 2)),                        # a flat loss is no improvement
-])
+@pytest.mark.parametrize(
+    "losses, patience, min_delta, expected",
+    [
+        ([5, 4, 3, 2.5, 2.6, 2.8, 3.0], 2, 0.0, (3, 5)),  # the turn is at index 3; stop after 2 worse evaluations
+        ([5, 4, 3, 2.5, 2.6, 2.8, 3.0], 3, 0.0, (3, 6)),
+        ([5, 4, 3, 2, 1], 1, 0.0, (4, None)),  # still improving: never stops
+        ([3, 2, 2.1, 1.9, 1.8], 2, 0.0, (4, None)),  # a blip is not a turn with patience 2
+        ([3, 2, 2.1, 1.9, 1.8], 1, 0.0, (1, 2)),  # ... it is with patience 1
+        ([3, 2.0, 1.995, 1.99], 2, 0.01, (1, 3)),  # gains under min_delta do not count
+        ([2, 2, 2], 2, 0.0, (0, 2)),  # a flat loss is no improvement
+    ],
+)
 def test_early_stop_index(losses, patience, min_delta, expected):
     assert early_stop_index(losses, patience, min_delta) == expected
 
@@ -61,8 +84,11 @@ def test_early_stop_index_failure_side():
 def test_callback_matches_rule_and_restores_best():
     seq = [5, 4, 3, 2.5, 2.6, 2.8, 3.0, 3.5]
     model = torch.nn.Linear(2, 1, bias=False)
+
     def step(i):
-        with torch.no_grad(): model.weight.fill_(float(i))  # weights "at evaluation i" are all i
+        with torch.no_grad():
+            model.weight.fill_(float(i))  # weights "at evaluation i" are all i
+
     cb, ctl = feed(EvalLossEarlyStopping(patience=2), seq, model=model, on_step=step)
     b, s = early_stop_index(seq, 2)
     assert ctl.should_training_stop and cb.stopped_step == (s + 1) * 10 and cb.best_step == (b + 1) * 10 == 40
@@ -79,8 +105,11 @@ def test_mix_pretraining_really_inserts_text(tok):
     docs = pretraining_text(seed=5, n_docs=50)
     ds = mix_pretraining(recs, docs, tok, ratio=0.3, doc_tokens=64)
     assert Counter(ds["source"]) == {"sft": 70, "pretrain": 30}
-    pre = [r for r in ds if r["source"] == "pretrain"]; sft = [r for r in ds if r["source"] == "sft"]
-    assert all(IGNORE_INDEX not in r["labels"] and r["labels"] == r["input_ids"] and len(r["input_ids"]) <= 64 for r in pre)
+    pre = [r for r in ds if r["source"] == "pretrain"]
+    sft = [r for r in ds if r["source"] == "sft"]
+    assert all(
+        IGNORE_INDEX not in r["labels"] and r["labels"] == r["input_ids"] and len(r["input_ids"]) <= 64 for r in pre
+    )
     assert all(r["input_ids"][-1] == tok.eos_token_id for r in pre)
     assert all(IGNORE_INDEX in r["labels"] for r in sft)
     doc_texts = {tok.decode(r["input_ids"][:-1]) for r in pre}

@@ -14,9 +14,12 @@ Known, explained differences, handled explicitly:
 - chat style: TRL renders the assistant turn with the chat template, which ends in "<|im_end|>\\n" and adds no EOS; we
   end the turn with "<|im_end|>" + EOS. Everything before that last token is identical.
 """
+
 import os
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import warnings
+
 import pytest
 import torch
 
@@ -24,10 +27,11 @@ trl = pytest.importorskip("trl")
 from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar
 from trl import SFTConfig, SFTTrainer
+
+from instruct_course.bench import trl_records
+from instruct_course.masking import IGNORE_INDEX, InstructionCollator, format_prompt, prepare_instruction_data
 from instruct_course.models import load_model, load_tokenizer
 from instruct_course.world import make_splits
-from instruct_course.masking import prepare_instruction_data, InstructionCollator, format_prompt, IGNORE_INDEX
-from instruct_course.bench import trl_records
 
 N = 96  # examples: every task family of the world appears
 
@@ -47,11 +51,25 @@ def records():
 def trl_prepared(tok, rows, tmp_path):
     "Run TRL's SFTTrainer dataset preparation on prompt-completion `rows`; returns the trainer (dataset and collator inside)."
     disable_progress_bar()
-    cfg = SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True, bf16=False, activation_checkpointing=False,
-                    max_length=160, completion_only_loss=True, packing=False, padding_free=False)
+    cfg = SFTConfig(
+        output_dir=str(tmp_path),
+        report_to="none",
+        use_cpu=True,
+        bf16=False,
+        activation_checkpointing=False,
+        max_length=160,
+        completion_only_loss=True,
+        packing=False,
+        padding_free=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return SFTTrainer(model=load_model("tiny", device="cpu"), args=cfg, train_dataset=Dataset.from_list(rows), processing_class=tok)
+        return SFTTrainer(
+            model=load_model("tiny", device="cpu"),
+            args=cfg,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tok,
+        )
 
 
 def trained(labels):
@@ -78,7 +96,10 @@ def test_same_tokens_and_trained_positions(tok, records, tmp_path):
 
 def _trailing_space_rows(records):
     # the tutorial's layout: prompt "...Response: " and completion "answer"
-    return [{"prompt": format_prompt(r["instruction"], r["input"]) + " ", "completion": r["response"].strip()} for r in records]
+    return [
+        {"prompt": format_prompt(r["instruction"], r["input"]) + " ", "completion": r["response"].strip()}
+        for r in records
+    ]
 
 
 def test_prompt_with_trailing_space(tok, records, tmp_path):
@@ -95,7 +116,7 @@ def test_prompt_with_trailing_space(tok, records, tmp_path):
         o = prepare_instruction_data(r["instruction"], r["response"], tok, input=r["input"])
         assert t["input_ids"] == o["input_ids"]
         p = tok(row["prompt"], add_special_tokens=False)["input_ids"]
-        if t["input_ids"][:len(p)] != p:
+        if t["input_ids"][: len(p)] != p:
             counts["merged"] += 1
             assert t["labels"] == o["labels"]
         else:
@@ -114,8 +135,8 @@ def test_tutorial_separate_tokenisation_does_not_match(tok, records, tmp_path):
     for r, t in zip(rows, ds):
         full = tok(r["prompt"] + r["completion"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         p = tok(r["prompt"], add_special_tokens=False)["input_ids"]
-        tutorial = [IGNORE_INDEX] * len(p) + full[len(p):]
-        merged += full[:len(p)] != p
+        tutorial = [IGNORE_INDEX] * len(p) + full[len(p) :]
+        merged += full[: len(p)] != p
         if trained(tutorial) != trained(t["labels"]):
             mismatches += 1
             assert len(trained(tutorial)) == len(trained(t["labels"])) - 1  # exactly the first response token is lost
@@ -135,8 +156,13 @@ def test_chat_style_differs_only_in_the_end_of_turn(tok, records, tmp_path):
     # conversational prompt-completion: TRL applies the chat template (ends "<|im_end|>\n", no EOS appended);
     # ours ends the turn with "<|im_end|>" + EOS. Identical up to the last token, which both train.
     recs = records[:24]
-    rows = [{"prompt": [{"role": "user", "content": r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")}],
-             "completion": [{"role": "assistant", "content": r["response"].strip()}]} for r in recs]
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": r["instruction"] + (f"\n\n{r['input']}" if r["input"] else "")}],
+            "completion": [{"role": "assistant", "content": r["response"].strip()}],
+        }
+        for r in recs
+    ]
     ds = trl_prepared(tok, rows, tmp_path).train_dataset
     nl = tok("\n", add_special_tokens=False)["input_ids"]
     assert len(nl) == 1
