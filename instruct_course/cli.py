@@ -19,15 +19,15 @@ __all__ = ["EXPERIMENTS", "build_parser", "main"]
 
 # %% ../nbs/90_cli.ipynb #42cd4f47
 def _cmd_world(a):
-    from instruct_course.world import export_world
+    from instruct_course.data.world import export_world
 
     counts = export_world(a.dir, seed=a.seed, n_train=a.n_train, n_eval=a.n_eval, n_docs=a.n_docs)
     print(json.dumps(counts, indent=2))
 
 
 def _cmd_pretrain(a):
-    from instruct_course.models import PretrainConfig, pretrain
-    from instruct_course.world import eval_keys, make_splits, pretraining_text
+    from instruct_course.train.pretrain import PretrainConfig, pretrain
+    from instruct_course.data.world import eval_keys, make_splits, pretraining_text
 
     cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed, n_docs=a.n_docs, save_every=a.save_every)
     held = pretraining_text(seed=cfg.seed + 123, n_docs=300, exclude=eval_keys(make_splits(seed=cfg.seed)))
@@ -46,16 +46,16 @@ def _cmd_pretrain(a):
 
 
 def _cmd_demo(a):
-    from instruct_course.sft import run_demo
+    from instruct_course.train.sft import run_demo
 
     m = run_demo(out_dir=a.out, max_steps=a.steps, seed=a.seed)
     print(json.dumps({k: v for k, v in m.items() if k in ("before", "after", "sft")}, indent=2, default=str)[:4000])
 
 
 _BENCHES = {
-    "sft": ("instruct_course.bench", "bench_sft"),
+    "sft": ("instruct_course.bench.sft", "bench_sft"),
     "generate": ("instruct_course.generation", "bench_generate"),
-    "ppo": ("instruct_course.ppo", "bench_ppo"),
+    "ppo": ("instruct_course.train.ppo", "bench_ppo"),
 }
 
 
@@ -71,27 +71,27 @@ def _cmd_bench(a):
 
 EXPERIMENTS = {
     "multitask": (
-        "instruct_course.multitask",
+        "instruct_course.data.multitask",
         "run_multitask_experiment",
         "12_multitask: single- vs multi-task tuning, unseen families",
     ),
     "pitfalls": (
-        "instruct_course.pitfalls",
+        "instruct_course.train.callbacks",
         "run_pitfalls_experiment",
         "13_pitfalls: overfitting, underfitting, forgetting, contamination",
     ),
     "overoptimization": (
-        "instruct_course.ppo",
+        "instruct_course.train.ppo",
         "run_overoptimization",
         "07_ppo: proxy vs gold reward against KL at small and sensible beta",
     ),
     "judge": (
-        "instruct_course.evaluation",
+        "instruct_course.eval.evaluate",
         "run_judge_agreement",
         "11_evaluation: how far the SmolLM2 judge agrees with exact match",
     ),
     "dpo-vs-ppo": (
-        "instruct_course.dpo",
+        "instruct_course.train.dpo",
         "run_dpo_vs_ppo",
         "08_dpo: DPO and PPO compared on gold reward at matched KL",
     ),
@@ -110,9 +110,9 @@ def _cmd_experiment(a):
 
 def _cmd_grade(a, rest):
     try:
-        from instruct_course.grading import grade_main
+        from instruct_course.grading.core import grade_main
     except ImportError:
-        raise CourseError("grading is not available in this version (instruct_course.grading missing)") from None
+        raise CourseError("grading is not available in this version (instruct_course.grading.core missing)") from None
     return grade_main(rest)
 
 

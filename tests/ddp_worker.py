@@ -19,12 +19,12 @@ def main(out: str, what: str):
     torch.set_num_threads(1)
     import torch.distributed as dist
 
-    from instruct_course.masking import format_prompt
-    from instruct_course.world import make_splits
+    from instruct_course.data.masking import format_prompt
+    from instruct_course.data.world import make_splits
 
     recs = make_splits(seed=0)["train"][:24]
     if what == "ppo":
-        from instruct_course.ppo import PPOConfig, train_ppo
+        from instruct_course.train.ppo import PPOConfig, train_ppo
 
         cfg = PPOConfig(
             steps=3,
@@ -41,7 +41,7 @@ def main(out: str, what: str):
         )
         res = {"seen": h["rm_reward"], "kl": h["kl"], "kl_coef": h["kl_coef"]}
     else:
-        from instruct_course.dpo import DPOConfig, train_dpo
+        from instruct_course.train.dpo import DPOConfig, train_dpo
         from instruct_course.models import load_model, load_tokenizer
 
         rng = random.Random(0)

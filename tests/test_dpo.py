@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from instruct_course.core import CourseError
-from instruct_course.dpo import (
+from instruct_course.train.dpo import (
     DPO_CONFIG_PROVENANCE,
     DPOConfig,
     collate_pairs,
@@ -25,9 +25,9 @@ from instruct_course.dpo import (
     sequence_logprobs,
     train_dpo,
 )
-from instruct_course.masking import IGNORE_INDEX, format_prompt, prepare_instruction_data
+from instruct_course.data.masking import IGNORE_INDEX, format_prompt, prepare_instruction_data
 from instruct_course.models import load_model, load_tokenizer
-from instruct_course.world import make_splits
+from instruct_course.data.world import make_splits
 
 
 @pytest.fixture(scope="module")
@@ -379,10 +379,10 @@ def test_rpo_sft_term_added(tok, sft, pairs):
 def test_dpo_vs_ppo_needs_ppo(monkeypatch, tmp_path):
     import sys
 
-    from instruct_course.dpo import eval_subset, run_dpo_vs_ppo
+    from instruct_course.train.dpo import eval_subset, run_dpo_vs_ppo
 
-    monkeypatch.setitem(sys.modules, "instruct_course.ppo", None)  # as if the PPO module were missing
-    with pytest.raises(CourseError, match="needs instruct_course.ppo"):
+    monkeypatch.setitem(sys.modules, "instruct_course.train.ppo", None)  # as if the PPO module were missing
+    with pytest.raises(CourseError, match="needs instruct_course.train.ppo"):
         run_dpo_vs_ppo(tmp_path, quick=True, progress=False)
     recs = [{"task": t, "i": i} for t in "ba" for i in range(5)]
     assert [(r["task"], r["i"]) for r in eval_subset(recs, 2)] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]

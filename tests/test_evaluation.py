@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.evaluation import (
+from instruct_course.eval.evaluate import (
     METRICS,
     EvalResult,
     Judge,
@@ -29,7 +29,7 @@ from instruct_course.evaluation import (
     token_f1,
 )
 from instruct_course.models import load_model, load_tokenizer
-from instruct_course.world import eval_keys, make_splits, pretraining_text
+from instruct_course.data.world import eval_keys, make_splits, pretraining_text
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_rouge_l_hand_cases():
 
 # ---------------------------------------------------------------- evaluate
 def test_evaluate_scores_per_family_and_matches_sft(tok, sft, splits):
-    from instruct_course.sft import evaluate_exact_match
+    from instruct_course.train.sft import evaluate_exact_match
 
     recs = splits["heldout_instances"]
     r = evaluate(sft, tok, recs, progress=False)

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.evol_instruct import (
+from instruct_course.datagen.evol_instruct import (
     ELIMINATION_REASONS,
     EVOLUTION_OPS,
     TUTORIAL_EVOLUTION_PROMPTS,

@@ -1,4 +1,4 @@
-"""Tests for instruct_course.flan: templates, OPTIONS, zero/few-shot, capped mixing (DESIGN pitfall 12), leak guard."""
+"""Tests for instruct_course.data.flan: templates, OPTIONS, zero/few-shot, capped mixing (DESIGN pitfall 12), leak guard."""
 
 import random
 from collections import Counter
@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.flan import (
+from instruct_course.data.flan import (
     all_renderings,
     check_no_leak,
     flan_task_templates,
@@ -20,7 +20,7 @@ from instruct_course.flan import (
     template_fields,
     template_table,
 )
-from instruct_course.world import FAMILIES, TOPIC_LABELS, instance_text, make_splits, render_record
+from instruct_course.data.world import FAMILIES, TOPIC_LABELS, instance_text, make_splits, render_record
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from instruct_course.core import CourseError, pick_device, read_jsonl, write_jsonl
-from instruct_course.models import generate, load_model, load_tokenizer, model_size, resolve_model, tiny_model_dir
-from instruct_course.world import (
+from instruct_course.models import load_model, load_tokenizer, model_size, resolve_model, shipped_model_dir
+from instruct_course.generation import generate
+from instruct_course.data.world import (
     DEFAULT_HELDOUT_FAMILIES,
     FAMILIES,
     SPLITS,
@@ -128,7 +129,7 @@ def test_tokenizer_round_trips_world_text_and_anything(splits):
 
 
 def test_shipped_model_loads_offline_and_generates():
-    d = tiny_model_dir()
+    d = shipped_model_dir("tiny")
     assert (d / "model.safetensors").exists() and not list(d.glob("*.bin")) and not list(d.glob("*.pt"))
     assert sum(f.stat().st_size for f in d.iterdir() if f.is_file()) <= 20 * 2**20
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -143,11 +144,11 @@ def test_shipped_model_loads_offline_and_generates():
 
 def test_shipped_sft_model_follows_instructions_where_base_does_not():
     "tiny-sft resolves by name, is a plain save_pretrained dir, and answers world instructions the base model cannot."
-    d = tiny_model_dir("tiny-sft")
+    d = shipped_model_dir("tiny-sft")
     assert resolve_model("tiny-sft")["path"] == d and (d / "model.safetensors").exists() and not list(d.glob("*.bin"))
     stats = json.loads((d / "sft_stats.json").read_text())
     assert stats["exact_match"]["heldout_instances"] > stats["exact_match_base"]["heldout_instances"] + 0.5
-    from instruct_course.world import make_splits, score_response
+    from instruct_course.data.world import make_splits, score_response
 
     recs = [
         r for r in make_splits(seed=0)["heldout_instances"] if r["task"] in ("uppercase", "sentiment", "translate")
@@ -163,7 +164,7 @@ def test_shipped_sft_model_follows_instructions_where_base_does_not():
         ems[name] = sum(score_response(r["task"], o["text"], r["response"]) for r, o in zip(recs, outs)) / len(recs)
     assert ems["tiny"] <= 0.1 and ems["tiny-sft"] >= 0.8, ems
     with pytest.raises(CourseError, match="valid"):
-        tiny_model_dir("tiny-dpo")
+        shipped_model_dir("tiny-dpo")
 
 
 def test_generate_batched_equals_unbatched_greedy():
@@ -192,7 +193,7 @@ def test_unknown_names_list_valid_ones(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(CourseError, match="no config.json"):
         resolve_model(str(tmp_path / "empty"))
-    assert resolve_model(str(tiny_model_dir()))["kind"] == "local"
+    assert resolve_model(str(shipped_model_dir("tiny")))["kind"] == "local"
 
 
 def test_smollm2_gguf_is_found_through_metadata():
@@ -234,7 +235,8 @@ def test_cli_world_export(tmp_path):
 
 
 def test_pretrain_resumes_to_the_same_result(tmp_path):
-    from instruct_course.models import PretrainConfig, pretrain, train_tokenizer
+    from instruct_course.models import train_tokenizer
+    from instruct_course.train.pretrain import PretrainConfig, pretrain
 
     texts = pretraining_text(seed=0, n_docs=300)
     tok = train_tokenizer(texts, vocab_size=300)

@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from instruct_course.grading import (
+from instruct_course.grading.core import (
     BEGIN,
     END,
     STUB,
@@ -71,7 +71,7 @@ def grade():
 def cli(*args, timeout=600):
     t = time.monotonic()
     p = subprocess.run(
-        [sys.executable, "-m", "instruct_course.grading", *map(str, args)],
+        [sys.executable, "-m", "instruct_course.grading.core", *map(str, args)],
         capture_output=True,
         text=True,
         env=ENV,
@@ -194,7 +194,7 @@ EX1_WRONG = {
     "redefined_check": (
         {
             'tok = load_tokenizer("tiny")': 'tok = load_tokenizer("tiny")\nq1.check = lambda *a, **k: print("Correct!")\n'
-            'import instruct_course.grading as G\nG.Part.grade = lambda self, answers: G.Result(self.name, "correct", "ok", self.points, self.points)',
+            'import instruct_course.grading.core as G\nG.Part.grade = lambda self, answers: G.Result(self.name, "correct", "ok", self.points, self.points)',
             "rng.shuffle(records)": "rng.shuffle(records)\nrecords = records[:90]",
         },
         "q1",
@@ -221,7 +221,7 @@ def test_ex2_solution_full_marks(grade):
     rep = grade("ex2 solution", SOL / f"{EX2}.ipynb")
     assert rep["score"] == rep["max_score"] == 10 and all(p["passed"] for p in rep["parts"]), rep["parts"]
     # the hidden held-out set is summarised, never shown
-    from instruct_course.world import make_splits
+    from instruct_course.data.world import make_splits
 
     train = make_splits(
         seed=0, n_train=200, n_eval=20, families=["sentiment", "plural", "compare"], heldout_families=()
@@ -263,7 +263,7 @@ EX2_WRONG = {
     "redefined_check_no_training": (
         {
             'tok = load_tokenizer("tiny")': 'tok = load_tokenizer("tiny")\nfor q in (q1, q2, q3, q4, q5): q.check = lambda *a, **k: print("Correct!")\n'
-            'import instruct_course.grading as G\nG.Part.grade = lambda self, answers: G.Result(self.name, "correct", "ok", self.points, self.points)',
+            'import instruct_course.grading.core as G\nG.Part.grade = lambda self, answers: G.Result(self.name, "correct", "ok", self.points, self.points)',
             "sft_model = train_sft_stage(": "sft_model = load_model('tiny', device='cpu'); sft_model.save_pretrained(SFT_DIR)\n_unused = (lambda *a, **k: None)(",
             "plot_loss(SFT_DIR);": "pass",
         },

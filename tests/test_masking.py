@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from instruct_course.core import CourseError
-from instruct_course.masking import (
+from instruct_course.data.masking import (
     IGNORE_INDEX,
     ExampleTooLong,
     InstructionCollator,
@@ -19,7 +19,7 @@ from instruct_course.masking import (
     prepare_instruction_data,
 )
 from instruct_course.models import load_model, load_tokenizer
-from instruct_course.world import make_splits
+from instruct_course.data.world import make_splits
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.flan import check_no_leak
-from instruct_course.multitask import (
+from instruct_course.data.flan import check_no_leak
+from instruct_course.data.multitask import (
     DEFAULT_TRAIN_FAMILIES,
     DEFAULT_UNSEEN_FAMILIES,
     TUTORIAL_MULTI_TASK_SOURCES,
@@ -27,7 +27,7 @@ from instruct_course.multitask import (
     world_task_datasets,
     world_task_formats,
 )
-from instruct_course.world import instance_text
+from instruct_course.data.world import instance_text
 
 
 def test_format_multi_task_dataset_shape_fields_and_mix():

@@ -8,9 +8,9 @@ import torch
 from transformers import TrainerControl, TrainerState
 
 from instruct_course.core import CourseError
-from instruct_course.masking import IGNORE_INDEX
+from instruct_course.data.masking import IGNORE_INDEX
 from instruct_course.models import load_tokenizer
-from instruct_course.pitfalls import (
+from instruct_course.train.callbacks import (
     PITFALLS_TABLE,
     EvalLossEarlyStopping,
     _train,
@@ -21,7 +21,7 @@ from instruct_course.pitfalls import (
     overfit_data,
     pitfall_setup,
 )
-from instruct_course.world import make_splits, pretraining_text
+from instruct_course.data.world import make_splits, pretraining_text
 
 
 @pytest.fixture(scope="module")

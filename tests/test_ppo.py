@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from instruct_course.core import CourseError, seed_everything
-from instruct_course.masking import format_prompt
-from instruct_course.ppo import (
+from instruct_course.data.masking import format_prompt
+from instruct_course.train.ppo import (
     AdaptiveKLController,
     FixedKLController,
     PolicyWithValueHead,
@@ -29,7 +29,7 @@ from instruct_course.ppo import (
     train_ppo,
     value_loss,
 )
-from instruct_course.world import make_splits
+from instruct_course.data.world import make_splits
 
 
 @pytest.fixture(scope="module")
@@ -333,7 +333,7 @@ def test_train_is_deterministic_and_moves_the_policy(records):
 
 
 def test_value_model_from_rm_and_ptx_run(records):
-    from instruct_course.reward import load_reward_model
+    from instruct_course.train.reward import load_reward_model
 
     rm, rm_tok = load_reward_model("tiny-rm")
     before = [p.detach().clone() for p in rm.parameters()]

@@ -8,11 +8,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from instruct_course import reward as R
+import instruct_course.train.reward as R
 from instruct_course.core import CourseError, assets_dir, seed_everything
-from instruct_course.masking import format_prompt
+from instruct_course.data.masking import format_prompt
 from instruct_course.models import load_model, load_tokenizer
-from instruct_course.reward import (
+from instruct_course.train.reward import (
     CORRUPTIONS,
     GOLD_WEIGHTS,
     GroupedPairSampler,
@@ -39,7 +39,7 @@ from instruct_course.reward import (
     train_reward_model,
     validate_preferences,
 )
-from instruct_course.world import make_splits
+from instruct_course.data.world import make_splits
 
 SFT = str(assets_dir() / "tiny-sft")
 

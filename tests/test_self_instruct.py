@@ -6,7 +6,7 @@ import re
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.self_instruct import (
+from instruct_course.datagen.self_instruct import (
     REASONS,
     SelfInstructConfig,
     SelfInstructGenerator,
@@ -230,7 +230,7 @@ def test_quality_report_counts():
 
 
 def test_classification_rule_and_option():
-    from instruct_course.self_instruct import rule_is_classification
+    from instruct_course.datagen.self_instruct import rule_is_classification
 
     for t in [
         "Classify the review as positive or negative.",

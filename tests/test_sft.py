@@ -6,14 +6,14 @@ import pytest
 
 from instruct_course.core import CourseError
 from instruct_course.models import load_model, load_tokenizer
-from instruct_course.sft import (
+from instruct_course.train.sft import (
     INSTRUCTION_TRAINING_CONFIG_PROVENANCE,
     evaluate_exact_match,
     instruction_training_config,
     train_sft_stage,
     training_arguments,
 )
-from instruct_course.world import make_splits
+from instruct_course.data.world import make_splits
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,8 @@ def test_evaluate_exact_match_scores_both_ways(tok, data):
 
 
 def test_run_demo_writes_the_metrics_contract(tmp_path):
-    from instruct_course.sft import run_demo
-    from instruct_course.world import SPLITS
+    from instruct_course.train.sft import run_demo
+    from instruct_course.data.world import SPLITS
 
     m = run_demo(tmp_path / "demo", max_steps=4, progress=False, eval_per_family=2)
     disk = json.loads((tmp_path / "demo" / "metrics.json").read_text())

@@ -28,10 +28,10 @@ from datasets import Dataset
 from datasets.utils.logging import disable_progress_bar
 from trl import SFTConfig, SFTTrainer
 
-from instruct_course.bench import trl_records
-from instruct_course.masking import IGNORE_INDEX, InstructionCollator, format_prompt, prepare_instruction_data
+from instruct_course.bench.sft import trl_records
+from instruct_course.data.masking import IGNORE_INDEX, InstructionCollator, format_prompt, prepare_instruction_data
 from instruct_course.models import load_model, load_tokenizer
-from instruct_course.world import make_splits
+from instruct_course.data.world import make_splits
 
 N = 96  # examples: every task family of the world appears
 
