@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint format test-sync test-nbs test-py lab export bench clean
+.PHONY: install demo test lint format test-sync test-nbs test-py test-browser lab export bench clean
 
 $(STAMP): settings.ini setup.py
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,7 @@ demo: install
 	$(BIN)/instruct-course demo
 
 # Formatted and linted, notebooks and library in sync, every lesson executed, then the test suite.
-test: install lint test-sync test-nbs test-py
+test: install lint test-sync test-nbs test-py test-browser
 
 # ruff formats the notebooks' code cells, the library and the tests; `make format` applies what `make lint` checks.
 lint: install
@@ -52,11 +52,29 @@ test-nbs: install
 	cd nbs && time ../$(BIN)/nbdev_test --n_workers 1 --do_print --timing
 
 test-py: install
-	$(BIN)/python -m pytest tests/ -q
+	$(BIN)/python -m pytest tests/ -q -rs --ignore=tests/browser
 
+# The course in a real browser (JupyterLab + Debian's Chromium through Playwright). As root, Chromium is installed
+# when missing; otherwise the test is skipped and says so.
+test-browser: install
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the browser test"; \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)); \
+	  fi; \
+	fi
+	@if command -v chromium >/dev/null 2>&1; then \
+	  $(BIN)/python -m pytest tests/browser -q -rs; \
+	else \
+	  echo "BROWSER TEST SKIPPED: chromium is not installed and this user cannot install it (sudo apt-get install chromium)"; \
+	fi
+
+# JupyterLab on the whole course (lessons in nbs/, exercises in exercises/), offline: no news, update or extension checks.
 lab: install
-	$(BIN)/python -m pip install -q jupyterlab
-	$(BIN)/jupyter lab nbs
+	@echo "Starting JupyterLab on the course: open the URL printed below (lessons in nbs/, exercises in exercises/)."
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --ServerApp.ip=127.0.0.1 --LabApp.news_url= \
+	  --LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate --LabApp.extension_manager=readonly \
+	  $$( [ "$$(id -u)" = 0 ] && echo --allow-root --no-browser )
 
 export: install
 	$(BIN)/ruff format -q nbs
