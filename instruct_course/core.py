@@ -20,9 +20,14 @@ import torch
 
 # %% auto #0
 __all__ = [
+    "BF16_FLAGS",
+    "BF16_MIN_WIDTH",
     "CourseError",
     "seed_everything",
     "pick_device",
+    "cpu_flags",
+    "has_bf16_units",
+    "pick_dtype",
     "is_offline",
     "package_dir",
     "assets_dir",
@@ -78,6 +83,51 @@ def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
     if dev.type == "cuda":
         return dev, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return dev, torch.float32
+
+
+# %% ../nbs/00_core.ipynb #c28f70ee
+BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
+BF16_MIN_WIDTH = 384  # measured by bench/step on a 2-core AMX CPU: bf16 autocast pays from about this width up
+_ANNOUNCED: set = set()
+
+
+def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
+    "Which of `BF16_FLAGS` the CPU reports (Linux `/proc/cpuinfo`; all False where it cannot be read)."
+    if cpuinfo is None:
+        p = Path("/proc/cpuinfo")
+        cpuinfo = p.read_text() if p.exists() else ""
+    line = next((ln for ln in cpuinfo.splitlines() if ln.startswith("flags")), "")
+    flags = set(line.split(":", 1)[-1].split())
+    return {f: f in flags for f in BF16_FLAGS}
+
+
+def has_bf16_units(flags: dict[str, bool] | None = None) -> bool:
+    "True when the CPU multiplies bf16 natively (AMX or AVX-512 BF16)."
+    flags = cpu_flags() if flags is None else flags
+    return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
+
+
+# %% ../nbs/00_core.ipynb #c28f70ef
+def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> torch.dtype:
+    """The number format for a model `width` wide on `device`: `INSTRUCT_COURSE_DTYPE` (fp32|bf16) if set; CUDA:
+    bf16 (fp16 without bf16 support); a CPU with bf16 units: bf16 from `BF16_MIN_WIDTH` up, else fp32; else fp32."""
+    device = torch.device(device)
+    forced = os.environ.get("INSTRUCT_COURSE_DTYPE", "").strip().lower()
+    if forced and forced not in ("fp32", "bf16"):
+        raise CourseError(f"INSTRUCT_COURSE_DTYPE must be 'fp32' or 'bf16', got {forced!r}")
+    if forced:
+        dtype, why = (torch.bfloat16 if forced == "bf16" else torch.float32), "INSTRUCT_COURSE_DTYPE"
+    elif device.type == "cuda":
+        bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        dtype, why = (torch.bfloat16 if bf16 else torch.float16), "CUDA"
+    elif device.type == "cpu" and has_bf16_units() and width is not None and width >= BF16_MIN_WIDTH:
+        dtype, why = torch.bfloat16, f"CPU with bf16 units, width {width} >= {BF16_MIN_WIDTH}"
+    else:
+        dtype, why = torch.float32, "default" if device.type != "cpu" else "CPU, narrow model or no bf16 units"
+    if verbose and (device.type, dtype, why) not in _ANNOUNCED:
+        _ANNOUNCED.add((device.type, dtype, why))
+        print(f"number format: {str(dtype).replace('torch.', '')} on {device.type} ({why})")
+    return dtype
 
 
 # %% ../nbs/00_core.ipynb #150843a3

@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
 from .core import CourseError, assets_dir, is_offline, pick_device
@@ -282,5 +283,17 @@ def load_model(name, device=None, dtype=None, **kwargs):
             print(f"could not cache the converted model ({e}); it will be converted again next time")
         model = model.to(dtype=dt)
     else:
-        model = AutoModelForCausalLM.from_pretrained(src["path"], dtype=dt, **kwargs)
+        model = _from_pretrained(src["path"], dtype=dt, **kwargs)
     return model.to(dev).eval()
+
+
+def _from_pretrained(path, **kwargs):
+    "`AutoModelForCausalLM.from_pretrained`, with an unreadable weights file named in the error."
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except SafetensorError as e:
+        files = sorted(str(f) for f in Path(path).glob("*.safetensors")) if Path(path).is_dir() else [str(path)]
+        raise CourseError(
+            f"cannot read the weights in {', '.join(files)} ({e}): the file is damaged or incomplete; "
+            "save the model again with save_pretrained(), or delete the directory"
+        ) from None
