@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import os
@@ -34,6 +35,7 @@ __all__ = [
     "run_dir",
     "check_record",
     "validate_records",
+    "make_config",
     "read_jsonl",
     "write_jsonl",
     "append_jsonl",
@@ -225,6 +227,27 @@ def validate_records(records, required=(), where: str = "records", allow_empty: 
         line = rec.get("_line") if isinstance(rec, dict) else None
         check_record(rec, schema, f"{where}:{line}" if line is not None else f"{where}[{i}]")
     return records
+
+
+# %% ../nbs/00_core.ipynb #5c0a1d41
+def make_config(cls, config=None, aliases: dict[str, str] | None = None, **overrides):
+    """An instance of the config dataclass `cls` from `config` (an instance, a dict of its fields, or None for the
+    defaults) with `overrides` applied. A key that is not a field raises `CourseError` with the closest valid key, the
+    course's name for another library's name (`aliases`), and the list of valid keys."""
+    if config is not None and not isinstance(config, (cls, dict)):
+        raise CourseError(f"config must be a {cls.__name__}, a dict of its fields or None, got {type(config).__name__}")
+    values = dataclasses.asdict(config) if isinstance(config, cls) else dict(config or {})
+    values |= overrides
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in values if k not in valid]
+    if unknown:
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(str(k), valid, n=1)
+            hint = (aliases or {}).get(k) or (f"did you mean {close[0]!r}?" if close else None)
+            hints.append(f"{k!r}" + (f" ({hint})" if hint else ""))
+        raise CourseError(f"unknown {cls.__name__} setting(s): {', '.join(hints)}. Valid: {', '.join(valid)}")
+    return cls(**values)
 
 
 # %% ../nbs/00_core.ipynb #ddc005ec

@@ -5,7 +5,6 @@
 # %% ../nbs/09_generation.ipynb #9302fba8
 from __future__ import annotations
 
-import platform
 import time
 
 import torch
@@ -15,7 +14,7 @@ from .core import CourseError, seed_everything
 from .models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = ["BENCH_PROMPTS", "stop_token_ids", "chat_prompt", "generate", "TextGenerator", "bench_generate"]
+__all__ = ["stop_token_ids", "chat_prompt", "generate", "TextGenerator"]
 
 
 # %% ../nbs/09_generation.ipynb #9feefdf0
@@ -44,6 +43,7 @@ def generate(
     max_new_tokens: int = 64,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int | None = None,
     stop: list[str] | None = None,
     batch_size: int = 16,
     chat: bool = False,
@@ -53,7 +53,9 @@ def generate(
     return_ids: bool = False,
 ) -> list[dict]:
     """Generate for each prompt; returns dicts with `text`, `finish_reason` ('stop'|'length') and `new_tokens`
-    (with `return_ids=True` also `token_ids`: the new tokens up to, not including, the end of sequence)."""
+    (with `return_ids=True` also `token_ids`: the new tokens up to, not including, the end of sequence).
+    Sampling (`temperature > 0`) keeps the model's default top-k unless `top_k` is given (0 = no top-k cut-off:
+    pure samples of the model's distribution, as PPO's and DPO's estimators need)."""
     if isinstance(prompts, str):
         prompts = [prompts]
     if not prompts:
@@ -89,6 +91,8 @@ def generate(
             kw = (
                 dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
             )
+            if temperature > 0 and top_k is not None:
+                kw["top_k"] = top_k
             if stop:  # a row ends at its stop string while decoding, not after the budget
                 kw |= dict(stop_strings=stop, tokenizer=tokenizer)
             gen = model.generate(
@@ -210,85 +214,3 @@ class TextGenerator:
     def from_name(cls, name: str, device: str = "cpu", **kw) -> TextGenerator:
         "Load model and tokenizer by name (see `models.load_model`) and wrap them."
         return cls(load_model(name, device=device), load_tokenizer(name), **kw)
-
-
-# %% ../nbs/09_generation.ipynb #6c1087a7
-BENCH_PROMPTS = [
-    "Give three tips for staying healthy.",
-    "Explain what a prime number is.",
-    "Write a short poem about the sea.",
-    "List four countries in South America.",
-    "Describe how a bicycle works.",
-    "Summarise the plot of Cinderella.",
-    "Suggest a name for a coffee shop.",
-    "What is the difference between weather and climate?",
-    "Write a thank-you note to a teacher.",
-    "Explain why the sky is blue.",
-    "Give an example of a renewable energy source.",
-    "How do you make a cup of tea?",
-    "Write a tweet about learning to code.",
-    "Name three animals that live in the desert.",
-    "What does a librarian do?",
-    "Describe a sunset in two sentences.",
-]
-
-
-def bench_generate(
-    model: str = "smollm2",
-    n_prompts: int = 16,
-    max_new_tokens: int = 32,
-    batch_size: int = 16,
-    seed: int = 0,
-    device: str = "cpu",
-    chat: bool = True,
-    _loaded=None,
-) -> dict:
-    "Tokens/s of batched vs one-prompt-at-a-time generation on the same prompts and budget; returns a JSON-able dict."
-    if n_prompts < 1 or batch_size < 1 or max_new_tokens < 1:
-        raise CourseError("n_prompts, batch_size and max_new_tokens must be >= 1")
-    m, tok = _loaded or (load_model(model, device=device), load_tokenizer(model))
-    gen = TextGenerator(
-        m,
-        tok,
-        max_new_tokens=max_new_tokens,
-        temperature=0.0,
-        batch_size=batch_size,
-        chat=chat,
-        progress=False,
-        seed=seed,
-    )
-    prompts = [
-        BENCH_PROMPTS[i % len(BENCH_PROMPTS)]
-        + ("" if i < len(BENCH_PROMPTS) else f" (variant {i // len(BENCH_PROMPTS)})")
-        for i in range(n_prompts)
-    ]
-    gen(prompts[:2], max_new_tokens=4)
-    gen(prompts[:1], max_new_tokens=4, batch_size=1)  # warm-up
-    t0 = time.perf_counter()
-    batched = gen(prompts)
-    tb = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    seq = [gen([p], batch_size=1)[0] for p in prompts]
-    ts = time.perf_counter() - t0
-    nb, ns = sum(r["new_tokens"] for r in batched), sum(r["new_tokens"] for r in seq)
-    same = sum(a["text"] == b["text"] for a, b in zip(batched, seq))
-    out = {
-        "model": str(model),
-        "device": str(next(m.parameters()).device),
-        "torch_threads": torch.get_num_threads(),
-        "n_prompts": n_prompts,
-        "batch_size": batch_size,
-        "max_new_tokens": max_new_tokens,
-        "chat": chat and gen.has_chat_template,
-        "batched_tokens": nb,
-        "batched_seconds": round(tb, 3),
-        "batched_tokens_per_s": round(nb / tb, 2),
-        "sequential_tokens": ns,
-        "sequential_seconds": round(ts, 3),
-        "sequential_tokens_per_s": round(ns / ts, 2),
-        "ratio": round((nb / tb) / (ns / ts), 2),
-        "identical_outputs": same,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-    }
-    return out

@@ -44,9 +44,17 @@ def shots(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def lab(shots):
+def lab(shots, tmp_path_factory):
     "A JupyterLab server on the checkout: yields its base URL with the token, and stops it afterwards."
     port, token = _free_port(), secrets.token_hex(16)
+    settings = tmp_path_factory.mktemp("lab-settings")  # a fresh workspace; never save into the checkout; no news
+    for plugin, value in [
+        ("apputils-extension/notification", '{"fetchNews": "false"}'),
+        ("docmanager-extension/plugin", '{"autosave": false}'),
+    ]:
+        f = settings / "@jupyterlab" / f"{plugin}.jupyterlab-settings"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(value)
     cmd = [
         sys.executable,
         "-m",
@@ -60,6 +68,9 @@ def lab(shots):
         "--LabApp.news_url=",
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
+        f"--LabApp.user_settings_dir={settings}",
+        f"--LabApp.workspaces_dir={settings}",
+        f"--FileCheckpoints.checkpoint_dir={settings / 'checkpoints'}",  # no .ipynb_checkpoints in the checkout
     ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # CI runs as root
         cmd.append("--allow-root")

@@ -58,7 +58,11 @@ def test_mask_explorer_in_the_masking_lesson(lab, browser, shots):
     t0 = time.perf_counter()
     _open(page, lab, LESSON)
     page.evaluate(RUN_ALL)
-    page.wait_for_function(KERNEL_IDLE_AND_DONE, timeout=300_000, polling=1000)
+    try:
+        page.wait_for_function(KERNEL_IDLE_AND_DONE, timeout=600_000, polling=1000)
+    except Exception:
+        page.screenshot(path=str(shots / "masking_lesson_timeout.png"))
+        raise
     assert not page.evaluate(ERRORS), page.evaluate(ERRORS)
     explorer = page.locator(".mask-explorer").first
     explorer.scroll_into_view_if_needed()
@@ -66,7 +70,7 @@ def test_mask_explorer_in_the_masking_lesson(lab, browser, shots):
     assert before > 0, "the explorer rendered no trained tokens"
     explorer.screenshot(path=str(shots / "mask_explorer_before.png"))
     response = explorer.locator(".widget-textarea:has(label:text-is('response')) textarea")
-    response.fill("le chat noir mange la pomme rouge et le poisson")
+    response.fill(response.input_value() + " Check: 72 - 45 = 27, so the sum is right.")
     page.wait_for_function(f"() => document.querySelectorAll('.tok.trained').length > {before}", timeout=30_000)
     assert explorer.locator(".mask-summary").inner_text() != summary
     explorer.screenshot(path=str(shots / "mask_explorer.png"))
@@ -87,8 +91,12 @@ def test_exercise_opened_from_the_file_browser_says_not_attempted(lab, browser, 
         "window.jupyterapp.shell.currentWidget.context.path.endsWith('01_instruction_dataset.ipynb')",
         timeout=60_000,
     )
-    check_cell = page.evaluate("""() => window.jupyterapp.shell.currentWidget.content.widgets
-        .findIndex(c => c.model.sharedModel.getSource().trim() === 'q1.check()')""")
+    check_cell = page.evaluate("""async () => {
+        const panel = window.jupyterapp.shell.currentWidget;
+        await panel.context.ready;
+        await panel.revealed;
+        return panel.content.widgets.findIndex(c => c.model.sharedModel.getSource().trim() === 'q1.check()');
+    }""")
     assert check_cell > 0
     page.evaluate(RUN_CELLS, [[1, check_cell]])
     verdict = page.locator(".jp-OutputArea-output", has_text="Not attempted yet").first

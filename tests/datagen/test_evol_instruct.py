@@ -1,4 +1,5 @@
-"Evol-Instruct: elimination rules, score parsing, pruning bias, levels and returned instructions (a scripted generator stands in for the LM)."
+"""Evol-Instruct: elimination rules, score parsing, config, pruning bias, levels and returned instructions (a scripted
+generator stands in for the LM)."""
 
 import random
 from collections import Counter
@@ -10,17 +11,27 @@ from instruct_course.datagen.evol_instruct import (
     ELIMINATION_REASONS,
     EVOLUTION_OPS,
     TUTORIAL_EVOLUTION_PROMPTS,
+    EvolInstructConfig,
     EvolInstructGenerator,
     count_constraints,
     difficulty_by_level,
+    evolution_jobs,
     evolution_prompt,
     instruction_elimination,
-    parse_score,
+    next_pool,
     prune,
-    pruning_comparison,
     response_elimination,
     simulate_pruning,
 )
+from instruct_course.datagen.self_instruct import config_from
+from instruct_course.experiments.datagen import pruning_comparison
+from instruct_course.metrics import parse_grade
+
+
+def parse_score(reply):
+    "Evol-Instruct's difficulty score: a 1-10 grade the reply starts with (it may go on)."
+    return parse_grade(reply, 10, exact=False)
+
 
 P = "Write a haiku about autumn."
 
@@ -106,7 +117,8 @@ def test_prompts():
 
 
 class ScriptedGen:
-    "Evolution prompts: appends a constraint, except 'deepening' echoes the parent (no gain) and 'breadth' copies a marker. Other prompts: an answer."
+    """Evolution prompts: appends a constraint, except 'deepening' echoes the parent (no gain) and 'breadth' copies a
+    marker. Other prompts: an answer."""
 
     has_chat_template = True
 
@@ -216,3 +228,64 @@ def test_bad_input():
         g.evolve("x", "widen")
     with pytest.raises(CourseError):
         EvolInstructGenerator(None, None, ops=["nope"])
+
+
+# ---------------------------------------------------------------- config
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        (dict(ops=["widen"]), "ops"),
+        (dict(ops=["breadth", "breadth"]), "ops"),
+        (dict(num_evolutions=0), "num_evolutions"),
+        (dict(evolution_factor=1.5), "evolution_factor"),
+        (dict(ops_per_instruction=0), "ops_per_instruction"),
+        (dict(ops=["breadth"], ops_per_instruction=2), "ops_per_instruction"),
+        (dict(prune_strategy="best"), "prune_strategy"),
+        (dict(near_duplicate=0.0), "near_duplicate"),
+        (dict(near_duplicate=1.1), "near_duplicate"),
+        (dict(sorry_max_words=0), "sorry_max_words"),
+        (dict(evolution_tokens=0), "evolution_tokens"),
+        (dict(seed=-1), "seed"),
+        (dict(top_p=1.5), "top_p"),
+        (dict(temperature=-1.0), "temperature"),
+    ],
+)
+def test_evol_config_validates_itself(bad, field):
+    with pytest.raises(CourseError, match=field):
+        EvolInstructConfig(**bad)
+
+
+def test_evol_config_defaults_and_overrides():
+    c = EvolInstructConfig()
+    assert c.ops == tuple(EVOLUTION_OPS) and (c.num_evolutions, c.evolution_factor) == (3, 2)  # the tutorial's
+    assert (c.sorry_max_words, c.prune_strategy, c.ops_per_instruction) == (80, "sample", None)
+    assert EvolInstructConfig(ops=["breadth"]).ops == ("breadth",) and EvolInstructConfig(ops=None).ops == c.ops
+    with pytest.raises(
+        CourseError, match=r"unknown EvolInstructConfig setting\(s\) \['rounds'\]; valid: .*num_evolutions"
+    ):
+        config_from(EvolInstructConfig, rounds=2)
+    with pytest.raises(CourseError, match="evolution_token"):
+        EvolInstructGenerator(None, None, evolution_token=8)  # a typo is refused, not ignored
+    g = scripted(ops=["add_constraints"], num_evolutions=1, evolution_factor=1)
+    assert [r["round"] for r in g.generate_dataset(["Write a haiku about autumn."])] == [1]  # the config's rounds
+    assert max(r["round"] for r in g.generate_dataset(["Write a haiku."], num_evolutions=2)) == 2  # a call's override
+    assert g.cfg.num_evolutions == 1  # ... for that call only
+
+
+def test_thresholds_come_from_the_config():
+    g = scripted(ops=["add_constraints"], near_duplicate=0.5)  # 'parent + a constraint' is now too close to the parent
+    recs = g.generate_dataset(["Write a haiku about autumn in the old forest."], num_evolutions=1)
+    assert {r["reason"] for r in recs} == {"no_information_gain"}
+    assert response_elimination("Sorry, " + "word " * 20, max_words=10) is None
+    assert response_elimination("Sorry, " + "word " * 20) == "sorry"
+
+
+def test_round_helpers():
+    cur = {0: [{"instruction": "Write a haiku.", "level": 0, "id": "s0"}]}
+    assert [op for *_, op in evolution_jobs(cur, ["a", "b"], 2, random.Random(0))] == ["a", "b"]
+    assert len(evolution_jobs(cur, ["a", "b", "c"], 1, random.Random(0))) == 1
+    kept = {"id": "r0-0", "seed_id": 0, "parent_id": "s0", "status": "kept", "selected": False}
+    counts = Counter()
+    assert next_pool(cur, [kept], 2, "sample", random.Random(0), counts) == {0: [kept]} and kept["selected"]
+    failed = {**kept, "status": "eliminated", "selected": False}
+    assert next_pool(cur, [failed], 2, "sample", random.Random(0), counts) == cur and counts["returned_to_pool"] == 1

@@ -1,4 +1,5 @@
-"Self-Instruct: filters, ROUGE-L, seed loading, growing pool and resume (a scripted generator stands in for the LM; no model is loaded)."
+"""Self-Instruct: filters, ROUGE-L, seed loading, config, growing pool and resume (a scripted generator stands in for
+the LM; no model is loaded)."""
 
 import random
 import re
@@ -6,20 +7,29 @@ import re
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.datagen.self_instruct import (
+from instruct_course.datagen.filters import (
     REASONS,
-    SelfInstructConfig,
-    SelfInstructGenerator,
-    UnicodeTokenizer,
+    candidate_record,
+    finish_instance,
     instruction_reason,
     leading_verb,
     load_seed_tasks,
     parse_instance,
     quality_report,
     response_reason,
-    rouge_l,
+    seed_records,
     tutorial_is_valid,
 )
+from instruct_course.datagen.self_instruct import (
+    SelfInstructConfig,
+    SelfInstructGenerator,
+    as_text_generator,
+    config_from,
+    instruction_prompt,
+    read_complete_batches,
+    rule_is_classification,
+)
+from instruct_course.metrics import UnicodeTokenizer, rouge_l
 
 
 def test_shipped_seeds_are_valid_and_varied():
@@ -39,7 +49,8 @@ def test_shipped_seeds_are_valid_and_varied():
         ('{"instruction": "Say hi.", "input": "", "output": "hi", "is_classification": "yes"}\n', 1),
         ('\n{"instruction": "  ", "input": "", "output": "hi", "is_classification": false}\n', 2),
         (
-            '{"instruction": "Say hi.", "input": "", "output": "hi", "is_classification": false}\n{"instruction": "say hi.", "input": "", "output": "yo", "is_classification": false}\n',
+            '{"instruction": "Say hi.", "input": "", "output": "hi", "is_classification": false}\n'
+            '{"instruction": "say hi.", "input": "", "output": "yo", "is_classification": false}\n',
             2,
         ),
     ],
@@ -114,7 +125,7 @@ def test_parse_instance():
 
 
 class ScriptedGen:
-    "Stands in for TextGenerator: instruction prompts get a proposal chosen by the call's seed; instance prompts get an answer."
+    "Stands in for TextGenerator: instruction prompts get a proposal chosen by the call's seed; instances an answer."
 
     PROPOSALS = [
         "Compose a limerick about a sleepy cat on a warm windowsill.",
@@ -230,8 +241,6 @@ def test_quality_report_counts():
 
 
 def test_classification_rule_and_option():
-    from instruct_course.datagen.self_instruct import rule_is_classification
-
     for t in [
         "Classify the review as positive or negative.",
         "Decide whether the email is spam.",
@@ -247,8 +256,92 @@ def test_classification_rule_and_option():
         "Translate the sentence into French.",
     ]:
         assert not rule_is_classification(t), t
-    g = SelfInstructGenerator(
-        None, None, load_seed_tasks(), config=SelfInstructConfig(classify="magic"), progress=False
-    )
-    with pytest.raises(CourseError, match="classify"):
+    with pytest.raises(CourseError, match="classify"):  # refused when the config is made, before any generation
+        SelfInstructGenerator(None, None, load_seed_tasks(), config=SelfInstructConfig(classify="magic"))
+    g = SelfInstructGenerator(None, None, load_seed_tasks(), classify="lm", progress=False)
+    with pytest.raises(CourseError, match="no model"):  # asking the model needs one
         g.is_classification(["Name a colour."])
+
+
+# ---------------------------------------------------------------- config and helpers
+@pytest.mark.parametrize(
+    "bad,field",
+    [
+        (dict(batch_size=0), "batch_size"),
+        (dict(n_human=1.5), "n_human"),
+        (dict(n_machine=-1), "n_machine"),
+        (dict(seed=True), "seed"),
+        (dict(min_words=5, max_words=4), "max_words"),
+        (dict(rouge_threshold=0.0), "rouge_threshold"),
+        (dict(rouge_threshold=1.5), "rouge_threshold"),
+        (dict(top_p=0.0), "top_p"),
+        (dict(temperature=-0.1), "temperature"),
+        (dict(classify="magic"), "classify"),
+    ],
+)
+def test_config_validates_itself(bad, field):
+    with pytest.raises(CourseError, match=field):
+        SelfInstructConfig(**bad)
+
+
+def test_config_defaults_and_overrides():
+    c = SelfInstructConfig()
+    assert (c.n_human, c.n_machine, c.rouge_threshold, c.max_words, c.temperature) == (6, 2, 0.7, 150, 0.7)  # paper
+    assert config_from(SelfInstructConfig, c, batch_size=4).batch_size == 4 and c.batch_size == 16
+    assert config_from(SelfInstructConfig, {"seed": 3}).seed == 3
+    with pytest.raises(
+        CourseError, match=r"unknown SelfInstructConfig setting\(s\) \['batchsize'\]; valid: .*batch_size"
+    ):
+        config_from(SelfInstructConfig, batchsize=4)
+    with pytest.raises(CourseError, match="temprature"):
+        SelfInstructGenerator(None, None, load_seed_tasks(), temprature=0.5)
+    g = SelfInstructGenerator(None, None, load_seed_tasks(), batch_size=4, seed=9)
+    assert (g.cfg.batch_size, g.cfg.seed, g.sampling["batch_size"]) == (4, 9, 4)
+
+
+def test_seed_records_and_bad_seeds():
+    recs = seed_records(["Write a poem.", {"instruction": "  Name a river. ", "is_classification": True}])
+    assert recs[1] == {"instruction": "Name a river.", "input": "", "output": "", "is_classification": True}
+    assert len(seed_records()) == len(load_seed_tasks())
+    for bad, msg in [
+        ([], "empty"),
+        ([{"input": "x"}], r"seed_tasks\[0\]: missing field 'instruction'"),
+        (["  "], "empty"),
+    ]:
+        with pytest.raises(CourseError, match=msg):
+            seed_records(bad)
+    with pytest.raises(CourseError, match=r"seed_tasks\[1\]: field 'instruction' must be a string"):
+        seed_records(["ok", {"instruction": 3}])
+
+
+def test_instruction_prompt_fills_with_seeds():
+    seeds = seed_records()
+    p, shown = instruction_prompt(seeds, [], 6, 2, random.Random(0))
+    assert len(shown) == 8 and len(set(shown)) == 8 and p.endswith("Task 9:")
+    machine = [{"instruction": "Machine task one."}, {"instruction": "Machine task two."}]
+    _, shown = instruction_prompt(seeds, machine, 6, 2, random.Random(0))
+    assert {"Machine task one.", "Machine task two."} <= set(shown)
+
+
+def test_candidate_and_instance_records():
+    r = candidate_record(2, 1, 4, {"text": " Name a river. ", "finish_reason": "stop"}, ["x"], None, 0.41234, "y")
+    assert (r["id"], r["status"], r["rouge_nearest"], r["instruction"]) == ("b2-1", "pending", 0.4123, "Name a river.")
+    ok = finish_instance(dict(r), False, {"text": "<none>\nOutput: The Nile.", "finish_reason": "stop"})
+    assert (ok["status"], ok["output"], ok["input"]) == ("accepted", "The Nile.", "")
+    assert finish_instance(dict(r), False, {"text": "The Nile", "finish_reason": "stop"})["reason"] == "unparseable"
+    assert finish_instance(dict(r), False, {"text": "x", "finish_reason": "length"})["reason"] == "truncated_response"
+    copied = finish_instance(dict(r), False, {"text": "<none>\nOutput: Name a river.", "finish_reason": "stop"})
+    assert copied["reason"] == "copied_response"
+
+
+def test_read_complete_batches(tmp_path):
+    assert read_complete_batches(tmp_path / "missing.jsonl") == []
+    p = tmp_path / "g.jsonl"
+    p.write_text('{"batch": 0, "batch_n": 1}\n{"batch": 1, "batch_n": 2}\n')  # batch 1 half written
+    assert read_complete_batches(p) == [{"batch": 0, "batch_n": 1}] and len(p.read_text().splitlines()) == 1
+
+
+def test_as_text_generator_needs_a_tokenizer(tiny):
+    assert as_text_generator(None) is None
+    with pytest.raises(CourseError, match="needs its tokenizer"):
+        as_text_generator(tiny)

@@ -1,0 +1,51 @@
+"experiments.sft: run_demo writes the metrics.json contract; bad arguments fail before any work."
+
+import json
+
+import pytest
+
+from instruct_course.core import CourseError
+from instruct_course.data.world import SPLITS
+from instruct_course.experiments.sft import COURSE_DEMO_CONFIG, COURSE_DEMO_STEPS, COURSE_TASK_UPSAMPLE, run_demo
+from instruct_course.train.sft import SFTConfig
+
+
+def test_demo_recipe():
+    assert COURSE_DEMO_CONFIG == SFTConfig(max_steps=COURSE_DEMO_STEPS, batch_size=16) and COURSE_DEMO_STEPS == 1400
+    assert COURSE_TASK_UPSAMPLE == {"qa": 6, "summarize": 6}
+
+
+def test_run_demo_writes_the_metrics_contract(tmp_path):
+    m = run_demo(tmp_path / "demo", max_steps=4, progress=False, eval_per_family=2)
+    disk = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    assert disk == json.loads(json.dumps(m))
+    assert set(disk) == {"before", "after", "sft", "eval_seconds", "eval_per_family", "seed"}
+    for side in ("before", "after"):
+        per = disk[side]["per_task"]
+        assert (
+            0 <= disk[side]["exact_match"] <= 1 and len(per) == 11 and disk[side]["n"] == 22
+        )  # 11 trained families x 2
+        assert disk[side]["exact_match"] == pytest.approx(
+            sum(per.values()) / len(per), abs=1e-3
+        )  # mean over families, heldout_instances
+        assert set(disk[side]["splits"]) == set(SPLITS[1:])
+    assert disk["sft"]["steps"] == 4 and disk["sft"]["task_upsample"]["qa"] > 1
+    assert disk["sft"]["config"]["batch_size"] == 16 and disk["sft"]["config"]["eval_steps"] == 1
+    assert (tmp_path / "demo" / "loss.png").stat().st_size > 0
+    preds = [json.loads(line) for line in (tmp_path / "demo" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["model"] for p in preds} == {"base", "sft"} and all("prediction" in p and "correct" in p for p in preds)
+
+
+@pytest.mark.parametrize(
+    "kw, phrase",
+    [
+        ({"eval_per_family": 0}, "eval_per_family"),
+        ({"eval_per_family": 1.5}, "eval_per_family"),
+        ({"max_steps": 0}, "max_steps"),  # issue 14: 0 used to mean the default 1,400 steps
+        ({"max_steps": -3}, "max_steps"),
+    ],
+)
+def test_run_demo_refuses_bad_arguments_before_writing(tmp_path, kw, phrase):
+    with pytest.raises(CourseError, match=phrase):
+        run_demo(tmp_path / "bad", progress=False, **kw)
+    assert not (tmp_path / "bad").exists()
