@@ -51,8 +51,9 @@ test-sync: install
 test-nbs: install
 	cd nbs && time ../$(BIN)/nbdev_test --n_workers 1 --do_print --timing
 
+# Two workers, one thread each (tests/conftest.py): the exercise tests spend most of their time in one-thread kernels.
 test-py: install
-	$(BIN)/python -m pytest tests/ -q -rs --ignore=tests/browser
+	$(BIN)/python -m pytest tests/ -q -rs --ignore=tests/browser -n 2 --dist worksteal --durations=15
 
 # The course in a real browser (JupyterLab + Debian's Chromium through Playwright). As root, Chromium is installed
 # when missing; otherwise the test is skipped and says so.
@@ -87,3 +88,19 @@ bench: install
 
 clean:
 	rm -rf runs nbs/runs _proc _docs
+
+# The README, the lessons' outputs and the course site (nbs/92_site.ipynb, module instruct_course.site).
+.PHONY: readme outputs docs
+
+# README.md from nbs/index.ipynb, its results section filled from results/*.json (template: results/findings.md).
+readme: install
+	$(BIN)/python -m instruct_course.site readme
+
+# Run the notebooks (all under nbs/, or NB="nbs/04_flan.ipynb nbs/12a_metrics.ipynb") in a fresh kernel and save them
+# with their outputs (plots at 80 dpi, long text cut, no widget state), cleaned as nbdev_clean leaves them.
+outputs: install
+	$(BIN)/python -m instruct_course.site outputs $(NB)
+
+# The course site in _site/ (open _site/index.html), offline, from the committed outputs: nothing is executed.
+docs: install
+	$(BIN)/python -m instruct_course.site docs

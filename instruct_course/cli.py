@@ -36,6 +36,8 @@ BENCHES = {
     "sft": "instruct_course.bench.sft:bench_sft",
     "generate": "instruct_course.bench.generate:bench_generate",
     "ppo": "instruct_course.bench.ppo:bench_ppo",
+    "peak": "instruct_course.bench.hardware:bench_peak",
+    "step": "instruct_course.bench.step:bench_step",
 }
 
 
@@ -51,7 +53,7 @@ def output_to_stderr(on: bool = True):
 
 # %% ../nbs/90_cli.ipynb #23ba0d63
 def _cmd_world(a) -> None:
-    counts = export_world(a.dir, seed=a.seed, n_train=a.n_train, n_eval=a.n_eval, n_docs=a.n_docs)
+    counts = export_world(a.dir, seed=a.seed, n_train=a.n_train, n_eval=a.n_eval, n_docs=a.n_docs, force=a.force)
     print_json(counts)
 
 
@@ -144,6 +146,9 @@ def _add_world(sub) -> None:
     we.add_argument("--n-train", type=int, default=600)
     we.add_argument("--n-eval", type=int, default=40)
     we.add_argument("--n-docs", type=int, default=20000)
+    we.add_argument(
+        "--force", action="store_true", help="write into a non-empty folder (replaces only the world's files)"
+    )
     we.set_defaults(fn=_cmd_world)
 
 
@@ -214,6 +219,9 @@ def main(argv=None) -> int:
     except CourseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -115,14 +115,14 @@ def mask_html(input_ids, labels, attention_mask, tokenizer) -> str:
 
 # %% ../nbs/91_widgets.ipynb #ee2cc26f
 class MaskExplorer(W.VBox):
-    "Which tokens are trained, masked or padding, for text you type (see `.counts` and `.view.value`)."
+    "Which tokens are trained, masked or padding for text you type; `tokenizers`: names `load_tokenizer` takes."
 
     def __init__(
         self,
+        tokenizers,
         instruction: str = "Translate to French.",
         input: str = "the black cat",
         response: str = "le chat noir",
-        tokenizers=("tiny", "smollm2"),
         max_length: int = 48,
     ):
         self.instruction = W.Textarea(instruction, description="instruction")

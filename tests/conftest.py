@@ -1,5 +1,6 @@
 """Fixtures shared by the test files: the world's splits, the course tokenizer and the shipped models.
 
+Under pytest-xdist (`make test-py` runs two workers) each worker, and every process it starts, uses one thread.
 Tokenizer and splits are read-only and shared by the whole session; models are loaded once per test module, so a
 test module that trains or changes one cannot affect another module."""
 
@@ -8,6 +9,8 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test-py` runs two workers on two cores: one thread each, kernels too
+    os.environ["OMP_NUM_THREADS"] = "1"
 
 import pytest  # noqa: E402
 

@@ -30,6 +30,18 @@ def test_cli_world_export(tmp_path):
     assert json.loads(r.stdout)["train"] > 0
 
 
+def test_cli_world_export_refuses_a_non_empty_folder_without_force(tmp_path):
+    (tmp_path / "train.jsonl").write_text("my own data\n")
+    r = run("world", "export", tmp_path, "--n-train", 5, "--n-eval", 1, "--n-docs", 5)
+    assert r.returncode == 2 and "--force" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
+    assert (tmp_path / "train.jsonl").read_text() == "my own data\n"
+    r = run("world", "export", tmp_path / "train.jsonl" / "sub")  # a path through a file: exit 2, no traceback
+    assert r.returncode == 2 and "is a file, not a folder" in r.stderr and "Traceback" not in r.stderr
+    r = run("world", "export", tmp_path, "--n-train", 5, "--n-eval", 1, "--n-docs", 5, "--force")
+    assert r.returncode == 0 and json.loads(r.stdout)["train"] > 0
+    assert read_jsonl(tmp_path / "train.jsonl", required=["instruction", "response"])
+
+
 @pytest.fixture
 def fake_module(tmp_path, monkeypatch):
     "A module `fake_targets` on sys.path with an experiment, a demo and a benchmark that print and return a lot."

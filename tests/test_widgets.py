@@ -15,7 +15,7 @@ from instruct_course.widgets import (
 
 
 def test_mask_explorer_follows_every_control():
-    mx = MaskExplorer(tokenizers=("tiny",), max_length=48)
+    mx = MaskExplorer(["tiny"], max_length=48)
     start = dict(mx.counts)
     assert start["trained"] >= 2 and start["padding"] > 0 and start["prompt_tokens_cut"] == 0
     view = mx.view.value
@@ -35,7 +35,7 @@ def test_mask_explorer_follows_every_control():
 
 
 def test_mask_explorer_refuses_an_empty_response():
-    mx = MaskExplorer(tokenizers=("tiny",))
+    mx = MaskExplorer(["tiny"])
     mx.response.value = "   "
     assert "empty response" in mx.counts["error"] and "empty response" in mx.summary.value
 
@@ -130,3 +130,36 @@ def test_data_browser_pages_and_filters():
 def test_svg_helpers():
     assert svg_lines({"x": [1.0, float("nan"), 3.0]}).count("<polyline") == 1
     assert 'width="0.0"' in svg_bars({"none": 0.0})
+
+
+def test_dashboard_stops_ppo_and_dpo_loops(tok, splits):
+    from instruct_course.data.preferences import gold_reward
+    from instruct_course.models import load_model
+    from instruct_course.train.dpo import train_dpo
+    from instruct_course.train.ppo import PPOConfig, train_ppo
+
+    def press_stop_after(dash, n):
+        cb = dash.loop_callback()
+
+        def callback(history):
+            if len(dash.steps) + 1 >= n:
+                dash.stop()
+            return cb(history)
+
+        return callback
+
+    dash = TrainingDashboard(["gold_reward", "kl"], title="ppo")
+    cfg = PPOConfig(steps=10, batch_size=4, mini_batch_size=4, ppo_epochs=1, max_new_tokens=8)
+    reward = lambda recs, texts: [gold_reward(r, t) for r, t in zip(recs, texts)]  # noqa: E731
+    policy, hist = train_ppo(
+        "tiny-sft", reward, splits["train"][:16], cfg, progress=False, callback=press_stop_after(dash, 2)
+    )
+    assert len(hist["step"]) == 2 and len(dash.history["kl"]) == 2 and policy is not None
+
+    pairs = [{"prompt": "Instruction: Say hi.\nResponse:", "chosen": "hi", "rejected": "no"}] * 4
+    dash = TrainingDashboard(["loss", "margin"], title="dpo")
+    policy, ref = load_model("tiny-sft", device="cpu"), load_model("tiny-sft", device="cpu")
+    _, hist = train_dpo(
+        policy, ref, tok, pairs, {"max_steps": 10, "batch_size": 2}, progress=False, callback=press_stop_after(dash, 3)
+    )
+    assert len(hist["loss"]) == 3 and len(dash.history["loss"]) == 3

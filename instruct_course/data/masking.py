@@ -25,6 +25,7 @@ __all__ = [
     "PROMPT_STYLES",
     "format_prompt",
     "ExampleTooLong",
+    "special_token_strings",
     "prepare_instruction_data",
     "show_mask",
     "decode_targets",
@@ -84,7 +85,16 @@ class ExampleTooLong(CourseError):
     "Raised when an example cannot fit `max_length` under the chosen truncation policy."
 
 
-def _check_example(instruction, response, input, truncation, tokenizer) -> None:
+def _check_max_length(max_length) -> None:
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise CourseError(
+            f"max_length must be a positive whole number of tokens (such as 512), got {max_length!r}: "
+            "it caps prompt + response + EOS"
+        )
+
+
+def _check_example(instruction, response, input, truncation, tokenizer, max_length=512) -> None:
+    _check_max_length(max_length)
     for name, v in (("instruction", instruction), ("response", response), ("input", input)):
         if not isinstance(v, str):
             raise CourseError(f"{name} must be a string, got {type(v).__name__}")
@@ -113,6 +123,29 @@ def _prompt_cut(n_ids: int, n_resp: int, max_length: int, truncation: str) -> in
     return max(0, n_ids - max_length)
 
 
+# %% ../../nbs/03_masking.ipynb #73190a66
+def special_token_strings(tokenizer) -> list[str]:
+    "The strings this tokenizer reads as special tokens (EOS, pad, chat markers, ...), longest first."
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    found = {t.content for t in added.values() if getattr(t, "special", False)} | set(tokenizer.all_special_tokens)
+    return sorted((s for s in found if s), key=lambda s: (-len(s), s))
+
+
+def _refuse_special_text(texts: dict, tokenizer, style: str) -> None:
+    "In chat style, refuse user text holding a special token's string (plain styles tokenise it as text)."
+    if style != "chat":
+        return
+    specials = special_token_strings(tokenizer)
+    for name, text in texts.items():
+        hit = next((s for s in specials if s in text), None)
+        if hit:
+            raise CourseError(
+                f"the {name} contains {hit!r}, which this tokenizer reads as a special token; in style='chat' the "
+                "template's own special tokens must stay special, so it would end the turn early. Remove it from "
+                "the record, or use style='tutorial' or 'alpaca', where user text is tokenised as plain text"
+            )
+
+
 # %% ../../nbs/03_masking.ipynb #e7d6a601
 def prepare_instruction_data(
     instruction: str,
@@ -129,12 +162,14 @@ def prepare_instruction_data(
 
 def _prepare(instruction, response, tokenizer, max_length, input, style, truncation) -> tuple[dict, int]:
     "`prepare_instruction_data` plus the number of prompt tokens cut."
-    _check_example(instruction, response, input, truncation, tokenizer)
+    _check_example(instruction, response, input, truncation, tokenizer, max_length)
+    _refuse_special_text({"instruction": instruction, "input": input, "response": response}, tokenizer, style)
     prompt = format_prompt(instruction, input, style, tokenizer)
     sep = "" if style == "chat" else " "
     full = prompt + sep + response.strip() + _end_of_turn(tokenizer, style)
     boundary = len(prompt)  # characters [boundary:] are the response (with its leading separator)
-    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True)
+    plain = style != "chat"  # plain styles: typed special-token strings stay text (see above)
+    enc = tokenizer(full, add_special_tokens=False, return_offsets_mapping=True, split_special_tokens=plain)
     ids, offs = list(enc["input_ids"]), enc["offset_mapping"]
     is_resp = [end > boundary for (start, end) in offs]
     if not any(is_resp):
@@ -179,6 +214,16 @@ def prepare_dataset(
     records, tokenizer, max_length: int = 512, style: str = "tutorial", truncation: str = "left", verbose: bool = True
 ):
     "Records (instruction/input/response) → (`datasets.Dataset` of input_ids/attention_mask/labels, report dict)."
+    _check_max_length(max_length)
+    if isinstance(records, (str, bytes, dict)):
+        raise CourseError(
+            f"records must be a list of dicts with 'instruction' and 'response', got a {type(records).__name__}"
+        )
+    records = records if hasattr(records, "__len__") else list(records)
+    if len(records) == 0:
+        raise CourseError(
+            "the dataset is empty (0 records): give at least one record with 'instruction' and 'response'"
+        )
     rows, report = [], {"kept": 0, "dropped_too_long": 0, "prompt_truncated": 0}
     for i, r in enumerate(records):
         check_record(r, ("instruction", "response"), f"record {i}")
@@ -197,7 +242,10 @@ def prepare_dataset(
     if verbose and (report["dropped_too_long"] or report["prompt_truncated"]):
         print(f"prepare_dataset: {report}")
     if not rows:
-        raise CourseError(f"no examples left after preparation ({report}); raise max_length")
+        raise CourseError(
+            f"all {report['dropped_too_long']} examples are longer than max_length={max_length} tokens and were "
+            f"dropped ({report}); raise max_length"
+        )
     return Dataset.from_list(rows), report
 
 

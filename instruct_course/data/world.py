@@ -6,8 +6,11 @@
 from __future__ import annotations
 
 import functools
+import os
 import random
 import re
+import secrets
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +46,7 @@ __all__ = [
     "instance_text",
     "eval_keys",
     "pretraining_text",
+    "world_files",
     "export_world",
 ]
 
@@ -800,19 +804,103 @@ def pretraining_text(
     return docs
 
 
+# %% ../../nbs/01_world.ipynb #58cfafa4
+def world_files() -> list[str]:
+    "The files `export_world` writes."
+    return [f"{s}.jsonl" for s in SPLITS] + ["pretrain.txt"]
+
+
+def _export_target(out_dir, force: bool) -> Path:
+    "`out_dir` as an absolute path, checked: a folder (or nothing yet), and empty unless `force`."
+    out = Path(out_dir).expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise CourseError(f"{out} is a file, not a folder: give a folder for the world's files")
+    try:
+        there = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    except OSError as e:
+        raise CourseError(f"cannot read the folder {out}: {e.strerror or e}") from None
+    if there and not force:
+        shown = ", ".join(there[:5]) + (f" and {len(there) - 5} more" if len(there) > 5 else "")
+        raise CourseError(
+            f"{out} is not empty (it holds {shown}): the export writes {', '.join(world_files())} and would "
+            "overwrite files of those names. Choose an empty or new folder, or pass force=True "
+            "(instruct-course world export DIR --force), which replaces only those files"
+        )
+    return out
+
+
+# %% ../../nbs/01_world.ipynb #8d93b533
+def _alive(pid: int) -> bool:
+    "Whether process `pid` exists."
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _temp_beside(out: Path) -> Path:
+    "A new hidden folder next to `out`, after removing those that killed exports of `out` left behind."
+    if out == out.parent:
+        raise CourseError(f"cannot export into the root folder {out}: give a folder below it")
+    blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise CourseError(f"cannot write the world to {out}: {blocker} is a file, not a folder")
+    for old in out.parent.glob(f".{out.name}.export-*") if out.parent.is_dir() else []:
+        m = re.fullmatch(r"\..+\.export-(\d+)-[0-9a-f]+", old.name)
+        if m and not _alive(int(m.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.export-{os.getpid()}-{secrets.token_hex(4)}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp.mkdir()
+    return tmp
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    "Rename the finished files into `out` (the whole folder at once when `out` does not exist yet)."
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
 # %% ../../nbs/01_world.ipynb #9a22287d
-def export_world(
-    out_dir: str | Path, seed: int = 0, n_train: int = 600, n_eval: int = 40, n_docs: int = 20000
-) -> dict[str, int]:
-    "Write `train.jsonl`, `heldout_*.jsonl` and `pretrain.txt` (documents separated by blank lines); returns counts."
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = make_splits(seed=seed, n_train=n_train, n_eval=n_eval)
+def _write_world(tmp: Path, splits: dict, seed: int, n_docs: int) -> dict[str, int]:
     counts = {}
     for name, recs in splits.items():
-        write_jsonl(recs, out / f"{name}.jsonl")
+        write_jsonl(recs, tmp / f"{name}.jsonl")
         counts[name] = len(recs)
     docs = pretraining_text(seed=seed, n_docs=n_docs, exclude=eval_keys(splits))
-    (out / "pretrain.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
+    (tmp / "pretrain.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
     counts["pretrain_docs"] = len(docs)
+    return counts
+
+
+def export_world(
+    out_dir: str | Path, seed: int = 0, n_train: int = 600, n_eval: int = 40, n_docs: int = 20000, force: bool = False
+) -> dict[str, int]:
+    """Write `train.jsonl`, `heldout_*.jsonl` and `pretrain.txt` (documents separated by blank lines) into `out_dir`
+    and return the counts. A non-empty folder is refused unless `force` (then only those files are replaced); the
+    files appear all together or not at all."""
+    for k, v in (("seed", seed), ("n_train", n_train), ("n_eval", n_eval), ("n_docs", n_docs)):
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise CourseError(f"{k} must be a whole number >= 0, got {v!r}")
+    out = _export_target(out_dir, force)
+    splits = make_splits(seed=seed, n_train=n_train, n_eval=n_eval)
+    tmp = None
+    try:
+        tmp = _temp_beside(out)
+        counts = _write_world(tmp, splits, seed, n_docs)
+        _move_into_place(tmp, out)
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            why = e.strerror or str(e)
+            raise CourseError(f"cannot write the world to {out}: {why}; choose a folder you can write to") from None
+        raise
     return counts

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from ..core import CourseError, validate_records
-from .self_instruct import as_text_generator, config_from
+from ..core import CourseError, make_config, validate_records
+from .self_instruct import as_text_generator
 from ..metrics import UnicodeTokenizer, parse_grade, rouge_l
 
 # %% auto #0
@@ -241,7 +241,7 @@ class EvolInstructGenerator:
     "Evol-Instruct with a real LM: in-depth and in-breadth evolution, elimination with reasons, levels, fair pruning."
 
     def __init__(self, model, tokenizer=None, config=None, progress: bool = True, device=None, **overrides):
-        self.cfg = c = config_from(EvolInstructConfig, config, **overrides)
+        self.cfg = c = make_config(EvolInstructConfig, config, **overrides)
         self.evolution_prompts = {op: evolution_prompt(op) for op in c.ops}
         self.sampling = dict(temperature=c.temperature, top_p=c.top_p, batch_size=c.batch_size)
         self.gen = as_text_generator(model, tokenizer, device, chat=True, progress=False, seed=c.seed, **self.sampling)
@@ -367,7 +367,7 @@ def generate_dataset(
         raise CourseError("seed_instructions must be a non-empty list of non-empty strings")
     given = dict(num_evolutions=num_evolutions, evolution_factor=evolution_factor, prune_strategy=prune_strategy)
     given["ops_per_instruction"] = ops_per_instruction
-    c = config_from(EvolInstructConfig, self.cfg, **{k: v for k, v in given.items() if v is not None})
+    c = make_config(EvolInstructConfig, self.cfg, **{k: v for k, v in given.items() if v is not None})
     rng = random.Random(c.seed)
     self.counts = Counter()
     records = []

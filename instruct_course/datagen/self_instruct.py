@@ -5,7 +5,6 @@
 # %% ../../nbs/10b_self_instruct.ipynb #20dc9bbe
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import random
@@ -18,7 +17,7 @@ import torch
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from ..core import CourseError, append_jsonl, write_jsonl
+from ..core import CourseError, append_jsonl, make_config, write_jsonl
 from instruct_course.datagen.filters import (
     candidate_record,
     demo_pools,
@@ -34,7 +33,6 @@ from ..metrics import rouge_l
 __all__ = [
     "INSTANCE_STOP",
     "SelfInstructConfig",
-    "config_from",
     "rule_is_classification",
     "instruction_prompt",
     "instance_prompt",
@@ -84,18 +82,6 @@ class SelfInstructConfig:
             )
         if self.classify not in ("rule", "lm"):
             raise CourseError(f"SelfInstructConfig.classify must be 'rule' or 'lm', got {self.classify!r}")
-
-
-# %% ../../nbs/10b_self_instruct.ipynb #bcf3f527
-def config_from(cls, config=None, **overrides):
-    """A `cls` config (a dataclass) from `config` (an instance of it, a dict, or None for the defaults) with `overrides`
-    applied; a key that is not a field raises `CourseError` naming the valid ones."""
-    base = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config or {})
-    valid = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(base) - set(valid)) + sorted(set(overrides) - set(valid))
-    if unknown:
-        raise CourseError(f"unknown {cls.__name__} setting(s) {unknown}; valid: {valid}")
-    return cls(**(base | overrides))
 
 
 # %% ../../nbs/10b_self_instruct.ipynb #d8de7525
@@ -229,7 +215,7 @@ class SelfInstructGenerator:
     def __init__(
         self, model, tokenizer=None, seed_tasks=None, config=None, progress: bool = True, device=None, **overrides
     ):
-        self.cfg = c = config_from(SelfInstructConfig, config, **overrides)
+        self.cfg = c = make_config(SelfInstructConfig, config, **overrides)
         self.seed_tasks = seed_records(seed_tasks)
         self.demos = demo_pools(self.seed_tasks)
         self.sampling = dict(temperature=c.temperature, top_p=c.top_p, batch_size=c.batch_size)

@@ -11,7 +11,7 @@ import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from ..core import CourseError, save_json, write_jsonl
+from ..core import CourseError, make_config, save_json, write_jsonl
 from instruct_course.datagen.evol_instruct import (
     ELIMINATION_REASONS,
     EVOLUTION_OPS,
@@ -21,7 +21,7 @@ from instruct_course.datagen.evol_instruct import (
     simulate_pruning,
 )
 from ..datagen.filters import load_seed_tasks, quality_report
-from ..datagen.self_instruct import SelfInstructConfig, SelfInstructGenerator, config_from
+from ..datagen.self_instruct import SelfInstructConfig, SelfInstructGenerator
 
 # %% auto #0
 __all__ = ["plot_quality_report", "run_self_instruct", "pruning_comparison", "plot_difficulty", "run_evol_instruct"]
@@ -89,7 +89,7 @@ def run_self_instruct(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = load_seed_tasks(seed_file)
-    cfg = config_from(SelfInstructConfig, batch_size=batch_size, seed=seed, **config)
+    cfg = make_config(SelfInstructConfig, batch_size=batch_size, seed=seed, **config)
     g = SelfInstructGenerator(model, seed_tasks=seeds, config=cfg, progress=progress, device=device)
     t0 = time.perf_counter()
     g.generate_instructions(num_instructions=n, out_path=out_dir / "generations.jsonl")

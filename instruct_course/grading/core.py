@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import os
 import re
 import sys
 import textwrap
@@ -28,6 +29,8 @@ __all__ = [
     "STUB",
     "EXERCISE_MODULES",
     "EXERCISES",
+    "QUICK_ENV",
+    "NOTEBOOK_DIR_ENV",
     "NotAttempted",
     "CheckFailed",
     "Answers",
@@ -41,6 +44,8 @@ __all__ = [
     "reference_solution",
     "Part",
     "Exercise",
+    "quick_mode",
+    "keep_dir",
     "register",
     "load_exercise",
     "notebook_exercise",
@@ -343,8 +348,24 @@ EXERCISE_MODULES = {  # exercise id -> module of instruct_course.grading that de
     "00_warmup": "ex00",
     "01_instruction_dataset": "ex01",
     "02_sft_before_after": "ex02",
+    "03_self_instruct": "ex03",
+    "04_evol_instruct": "ex04",
+    "05_multitask": "ex05",
 }
 EXERCISES: dict[str, Exercise] = {}
+QUICK_ENV = "INSTRUCT_COURSE_QUICK"  # "1": the exercises use their quick targets (CI, `instruct-course grade --quick`)
+NOTEBOOK_DIR_ENV = "INSTRUCT_COURSE_NOTEBOOK_DIR"  # the graded notebook's folder, which the grader gives its kernel
+
+
+def quick_mode() -> bool:
+    "True when the exercises run with their quick targets: smaller runs, the same checks."
+    return os.environ.get(QUICK_ENV, "") == "1"
+
+
+def keep_dir() -> Path:
+    """Where an exercise keeps a long run it can resume (a generated pool): the notebook's folder (the grader passes
+    it, Jupyter starts there), except in quick mode, which always starts afresh in the working directory."""
+    return Path(".") if quick_mode() else Path(os.environ.get(NOTEBOOK_DIR_ENV) or ".")
 
 
 def register(ex: Exercise) -> Exercise:

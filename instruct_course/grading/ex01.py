@@ -6,17 +6,65 @@
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections import Counter
 
 import datasets
 
+from ..core import CourseError
 from ..data.masking import IGNORE_INDEX, PROMPT_STYLES, format_prompt
+from ..data.world import FAMILIES, instance_text
 from .core import Answers, CheckFailed, Exercise, Part
 from ..models import load_tokenizer
 
 # %% auto #0
-__all__ = ["EXERCISE", "check_dataset", "check_jsonl", "check_masked"]
+__all__ = ["EXERCISE", "expected_answer", "world_record", "check_dataset", "check_jsonl", "check_masked"]
+
+# %% ../../nbs/grading/ex01_instruction_dataset.ipynb #bb5a840d
+_NUM = r"-?\d+(?:\.\d+)?"
+_ARITH = re.compile(rf"({_NUM})\s*(\+|-|−|\*|×|x|plus|minus|times|multiplied by)\s*({_NUM})", re.I)
+_OPS = {"+": 1, "plus": 1, "-": -1, "−": -1, "minus": -1}
+
+
+def expected_answer(rec: dict):
+    "The answer `rec` must have when the grader can compute it (a number or a string), else None."
+    text, inp, low = f"{rec['instruction']} {rec['input']}", rec["input"].strip(), rec["instruction"].lower()
+    m = _ARITH.search(text)
+    if m and len(re.findall(r"\d+(?:\.\d+)?", text)) == 2:
+        a, op, b = float(m.group(1)), m.group(2).lower(), float(m.group(3))
+        return a + _OPS[op] * b if op in _OPS else a * b
+    if inp and re.search(r"capital letters|upper ?case|all caps", low):
+        return inp.upper()
+    if inp and re.search(r"small letters|lower ?case", low):
+        return inp.lower()
+    if inp and "reverse the order of the words" in low:
+        return " ".join(inp.split()[::-1])
+    return None
+
+
+def _answers_right(recs: list[dict]) -> int:
+    "Every computable answer is right; returns how many were checked."
+    wrong, n = [], 0
+    for i, r in enumerate(recs):
+        want = expected_answer(r)
+        if isinstance(want, float):
+            nums = re.findall(_NUM, r["response"].replace(",", ""))
+            if nums:
+                n += 1
+                if abs(float(nums[-1]) - want) > 1e-6:
+                    wrong.append((i, f"{want:g}"))
+        elif want is not None:
+            n += 1
+            if " ".join(r["response"].split()) != " ".join(want.split()):
+                wrong.append((i, want))
+    if wrong:
+        i, want = wrong[0]
+        raise CheckFailed(
+            f"{len(wrong)} of the {n} answers the grader can compute are wrong, e.g. records[{i}] "
+            f"({recs[i]['instruction'][:50]!r}): response {recs[i]['response'][:30]!r}, expected {want[:30]!r}"
+        )
+    return n
 
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #1d22819e
@@ -36,6 +84,47 @@ def _no_duplicates(recs: list[dict]) -> None:
         seen[key] = i
 
 
+def _no_constant_task(recs: list[dict], min_per_task: int) -> None:
+    "No task of `min_per_task` records or more gives one response to all of them."
+    for t, n in Counter(r["task"] for r in recs).items():
+        answers = {_ws(r["response"]).lower() for r in recs if r["task"] == t}
+        if n >= min_per_task and len(answers) == 1:
+            raise CheckFailed(
+                f"all {n} records of task {t!r} have the response {answers.pop()[:40]!r}: vary the answers"
+            )
+
+
+# %% ../../nbs/grading/ex01_instruction_dataset.ipynb #431fe8f7
+def _literal(t) -> int:
+    "Characters of a template that are not slots: '{question}' alone fits any text, 'What is the opposite of' does not."
+    return len(re.sub(r"\{[a-z_]+\}", "", t.instruction + t.input).strip())
+
+
+def world_record(rec: dict, min_literal: int = 10) -> bool:
+    "Does `rec` fit a template of the course world (one with at least `min_literal` characters besides its slots)?"
+    for name, fam in FAMILIES.items():
+        for t in fam.templates + fam.heldout_templates:
+            if _literal(t) < min_literal:
+                continue
+            try:
+                instance_text({**rec, "task": name, "template_id": t.id})
+                return True
+            except CourseError:
+                pass
+    return False
+
+
+def _not_copied(recs: list[dict], share: float = 0.5) -> None:
+    "At most `share` of the records fit the course world's templates (copied from `make_splits`: about all of them)."
+    copied = [i for i, r in enumerate(recs) if world_record(r)]
+    if len(copied) > share * len(recs):
+        raise CheckFailed(
+            f"{len(copied)} of {len(recs)} records (e.g. records[{copied[0]}]) are the course world's own records "
+            "(make_splits): write your own generators"
+        )
+
+
+# %% ../../nbs/grading/ex01_instruction_dataset.ipynb #95d0c857
 def check_dataset(a: Answers, name="records", min_records=100, min_tasks=5, min_per_task=10) -> str:
     "At least `min_records` valid records, `min_tasks` tasks with `min_per_task` each, no duplicates, varied answers."
     recs = a.records(name)
@@ -55,8 +144,11 @@ def check_dataset(a: Answers, name="records", min_records=100, min_tasks=5, min_
             f"{c} of {len(recs)} records have the response {resp[:40]!r}: one answer that is right most of the time "
             "teaches a model to always give it; vary the tasks and answers"
         )
+    _no_constant_task(recs, min_per_task)
+    _not_copied(recs)
+    n_checked = _answers_right(recs)
     per_task = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
-    return f"{len(recs)} records, {len(counts)} task types ({per_task}), no duplicates"
+    return f"{len(recs)} records, {len(counts)} task types ({per_task}), no duplicates, {n_checked} answers checked"
 
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #e9bdad37
@@ -240,8 +332,9 @@ EXERCISE = Exercise(
             ("records",),
             check_dataset,
             "Write a small generator per task type (a template string plus random fillers, e.g. 'What is {a} + {b}?'), "
-            "keep a set of what you already have to skip duplicates, and loop until each task has 20. Every record is "
-            "a dict with instruction, input ('' if none), response and task.",
+            "compute each answer from the fillers (the grader checks the answers it can), keep a set of what you "
+            "already have to skip duplicates, and loop until each task has 20. Every record is a dict with "
+            "instruction, input ('' if none), response and task.",
         ),
         Part(
             "q2",
@@ -249,8 +342,8 @@ EXERCISE = Exercise(
             2,
             ("records", "DATA_PATH"),
             check_jsonl,
-            "One json.dumps(record) per line (not one JSON list), UTF-8. Read it back with "
-            "datasets.load_dataset('json', data_files=DATA_PATH, split='train') and compare.",
+            "JSON Lines: one JSON object per line, not one JSON list, in UTF-8. The datasets library has a loader "
+            "for JSON files: read the file back with it and compare with your records.",
         ),
         Part(
             "q3",
@@ -258,8 +351,9 @@ EXERCISE = Exercise(
             3,
             ("records", "examples"),
             check_masked,
-            "Call prepare_instruction_data once per record, in order, with the course tokenizer, and pass the "
-            "record's input too (it is part of the prompt); decode_targets(example, tok) shows what is trained.",
+            "The masking lesson prepares one example from an instruction and its response: once per record, in "
+            "order, with the course tokenizer, and with the record's input (it is part of the prompt). "
+            "decode_targets shows what an example trains.",
         ),
     ],
 )

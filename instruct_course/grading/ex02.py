@@ -8,11 +8,15 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import torch
+
 from ..core import CourseError, seed_everything
+from ..data.masking import InstructionCollator, compute_instruction_loss, prepare_dataset
 from ..data.world import FAMILIES, instance_text, make_splits
 from .core import RECORD_FIELDS, Answers, CheckFailed, Exercise, Part
 from .ex01 import check_masked
-from ..models import load_model, load_tokenizer
+from ..models import load_model, load_tokenizer, shipped_models
+from ..train.runs import RUN_RECORD, fingerprint_dataset, fingerprint_model
 from ..train.sft import evaluate_exact_match
 
 # %% auto #0
@@ -21,12 +25,15 @@ __all__ = [
     "HIDDEN_PER_FAMILY",
     "MIN_IMPROVEMENT",
     "REPORT_TOLERANCE",
+    "LOSS_SLACK",
     "EXERCISE",
     "check_split",
     "check_train_masking",
     "check_before",
     "check_after",
     "hidden_heldout",
+    "train_loss",
+    "check_run",
     "check_model",
 ]
 
@@ -35,6 +42,7 @@ GRADER_SEED = 9173  # the hidden held-out set's seed; learners use their own (ma
 HIDDEN_PER_FAMILY = 40  # drawn per trained family, before removing instances the learner trained on
 MIN_IMPROVEMENT = 0.30  # after - before, exact match on the hidden set
 REPORT_TOLERANCE = 0.05  # |reported - measured| exact match
+LOSS_SLACK = 0.5  # the saved model's loss on its training data may exceed the last logged loss by 0.5 + 50%
 
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #03bbc41e
@@ -173,22 +181,108 @@ def hidden_heldout(train_records: list[dict]) -> list[dict]:
     return [r for r in splits["heldout_instances"] if instance_text(r) not in seen]
 
 
-# %% ../../nbs/grading/ex02_sft_before_after.ipynb #060a43e3
-def _check_loss_on(a: Answers) -> None:
-    log = a.path("SFT_DIR") / "log_history.json"
-    loss_on = json.loads(log.read_text()).get("loss_on", "response") if log.is_file() else "response"
-    if loss_on != "response":
+# %% ../../nbs/grading/ex02_sft_before_after.ipynb #fdc83373
+def _fingerprint_of(data, cfg: dict, tok) -> str | None:
+    "sha256 of `data` (records or prepared examples) prepared as `train_sft_stage` does under `cfg`; None if it can't."
+    try:
+        if data and "labels" in data[0]:
+            rows = list(data)
+        else:
+            ds, _ = prepare_dataset(
+                list(data), tok, max_length=cfg["max_seq_length"], style=cfg["style"], verbose=False
+            )
+            rows = ds.to_list()
+        return fingerprint_dataset(rows)["sha256"]
+    except (CourseError, KeyError, TypeError, IndexError):
+        return None
+
+
+def _fingerprints(a: Answers) -> dict:
+    "sha256 of the weights of the base model ('base') and of every shipped causal LM, computed once per grading."
+
+    def make():
+        out = {"base": fingerprint_model(load_model("tiny", device="cpu"))["sha256"]}
+        for name, card in shipped_models().items():
+            if card.get("kind", "causal-lm") == "causal-lm":
+                out[name] = fingerprint_model(load_model(name, device="cpu"))["sha256"]
+        return out
+
+    return a.cached("fingerprints", make)
+
+
+# %% ../../nbs/grading/ex02_sft_before_after.ipynb #4760f8d2
+@torch.no_grad()
+def train_loss(model, tok, data, cfg: dict, n: int = 64) -> float:
+    "The model's response-only loss on (up to `n` of) its training data, prepared as the trainer prepares it."
+    rows = list(data)[:n]
+    if not rows or "labels" not in rows[0]:
+        ds, _ = prepare_dataset(rows, tok, max_length=cfg["max_seq_length"], style=cfg["style"], verbose=False)
+        rows = ds.to_list()
+    batch = InstructionCollator(tok)([{k: r[k] for k in ("input_ids", "attention_mask", "labels")} for r in rows])
+    return compute_instruction_loss(model.eval(), batch).item()
+
+
+def _read_run(out_dir, where: str) -> tuple[dict, dict]:
+    "The run record and the log of a training run's folder; `CheckFailed` when either is missing or unreadable."
+    if not (out_dir / RUN_RECORD).is_file() or not (out_dir / "log_history.json").is_file():
         raise CheckFailed(
-            f"the model in SFT_DIR was trained with loss_on={loss_on!r}; the exercise trains on response tokens only "
-            "(loss_on='response')"
+            f"{where} has no {RUN_RECORD} or log_history.json: train the model with train_sft_stage(..., "
+            f"output_dir={where}), which records the run; a model saved any other way earns no points here"
         )
+    try:
+        return json.loads((out_dir / RUN_RECORD).read_text()), json.loads((out_dir / "log_history.json").read_text())
+    except (OSError, ValueError) as e:
+        raise CheckFailed(f"{where}: {RUN_RECORD} or log_history.json cannot be read ({type(e).__name__})") from None
 
 
+# %% ../../nbs/grading/ex02_sft_before_after.ipynb #a09d24c2
+def _check_record(rec: dict, log: dict, where: str, base: str) -> None:
+    "An SFT run of `train_sft_stage`, response-only loss, from the base model, run to its last step."
+    if rec.get("kind") != "instruct_course.train.sft" or rec.get("loss_on") != "response":
+        raise CheckFailed(
+            f"{where}: the run record says kind={rec.get('kind')!r}, loss_on={rec.get('loss_on')!r}; the exercise "
+            "trains with train_sft_stage on response tokens only (loss_on='response')"
+        )
+    if (rec.get("model") or {}).get("sha256") != base:
+        raise CheckFailed(f"{where}: the run did not start from the base model: train a fresh load_model('tiny')")
+    steps, done = (rec.get("config") or {}).get("max_steps"), log.get("global_step")
+    if not isinstance(done, int) or done < 1 or (steps and done != steps):
+        raise CheckFailed(f"{where}: the run did not finish (global_step {done!r} of max_steps {steps!r})")
+
+
+def check_run(a: Answers, out_dir, where: str, data: dict, model) -> dict:
+    """`model` (loaded from `out_dir`) is the result of the run recorded there, trained on one of `data` ({name:
+    records or examples}). Returns the run record with `data_name`, `global_step`, `loss` and `logged_loss` added."""
+    rec, log = _read_run(out_dir, where)
+    fps = _fingerprints(a)
+    _check_record(rec, log, where, fps["base"])
+    tok, cfg = a.cached("tokenizer", lambda: load_tokenizer("tiny")), rec.get("config") or {}
+    names = [n for n, d in data.items() if _fingerprint_of(d, cfg, tok) == (rec.get("train_data") or {}).get("sha256")]
+    if not names:
+        shown = " or ".join(f"`{n}`" for n in data)
+        raise CheckFailed(f"{where}: the run record's data fingerprint is not that of {shown}: train on your data")
+    fp = fingerprint_model(model)["sha256"]
+    copied = [n for n, f in fps.items() if f == fp]
+    if copied:
+        what = "the base model's, untrained" if copied[0] == "base" else f"the shipped model {copied[0]!r}'s"
+        raise CheckFailed(f"{where}: the saved weights are {what}, not those your run trained")
+    logged = [h["loss"] for h in log.get("log_history", []) if "loss" in h]
+    loss = train_loss(model, tok, data[names[0]], cfg)
+    if not logged or loss > logged[-1] * (1 + LOSS_SLACK) + LOSS_SLACK:
+        raise CheckFailed(
+            f"{where}: the saved model's loss on its training data is {loss:.2f}, but the run's last logged loss is "
+            f"{logged[-1] if logged else None}: these weights are not the ones that run trained"
+        )
+    return {**rec, "data_name": names[0], "global_step": log["global_step"], "loss": loss, "logged_loss": logged[-1]}
+
+
+# %% ../../nbs/grading/ex02_sft_before_after.ipynb #08e10b6f
 def check_model(a: Answers) -> str:
-    "The saved model beats the base model by `MIN_IMPROVEMENT` on the hidden held-out set."
+    "The saved model is the learner's run's, and it beats the base model by `MIN_IMPROVEMENT` on the hidden set."
     tr = _world_records(a, "train_records")
-    _model(a, "sft")
-    _check_loss_on(a)
+    model = _model(a, "sft")
+    data = {k: a.values[k] for k in ("train_examples", "train_records") if isinstance(a.values.get(k), list)}
+    run = check_run(a, a.path("SFT_DIR"), "SFT_DIR", data, model)
     hidden = hidden_heldout(tr)
     if len(hidden) < 20:
         raise CheckFailed(
@@ -199,8 +293,9 @@ def check_model(a: Answers) -> str:
     s = _exact_match(a, "sft", "hidden", hidden)["exact_match"]
     n_fams = len({r["task"] for r in tr})
     msg = (
-        f"on the grader's held-out set ({len(hidden)} new instances of your {n_fams} families) exact match goes "
-        f"from {b:.0%} (base) to {s:.0%} (your model)"
+        f"your run ({run['global_step']} steps on `{run['data_name']}`) made the model in SFT_DIR; on the grader's "
+        f"held-out set ({len(hidden)} new instances of your {n_fams} families) exact match goes from {b:.0%} (base) "
+        f"to {s:.0%}"
     )
     if s < b + MIN_IMPROVEMENT:
         raise CheckFailed(
@@ -221,9 +316,9 @@ EXERCISE = Exercise(
             2,
             ("train_records", "eval_records"),
             check_split,
-            "make_splits(seed=0, n_train=..., n_eval=..., families=[...], heldout_families=()) gives 'train' and "
-            "'heldout_instances' that share no instance. Easy families that the tiny model learns in a few hundred "
-            "steps: sentiment, plural, compare.",
+            "The world's make_splits can be limited to the families you choose, with none of them held out as an "
+            "unseen family; its 'train' and 'heldout_instances' share no instance. Easy families that the tiny model "
+            "learns in a few hundred steps: sentiment, plural, compare.",
         ),
         Part(
             "q2",
@@ -231,7 +326,7 @@ EXERCISE = Exercise(
             2,
             ("train_records", "train_examples"),
             check_train_masking,
-            "prepare_instruction_data for each training record, in order (as in exercise 1).",
+            "As in exercise 1: one prepared example per training record, in the same order, with its input.",
         ),
         Part(
             "q3",
@@ -239,18 +334,18 @@ EXERCISE = Exercise(
             1,
             ("eval_records", "before"),
             check_before,
-            "Load the base model ('tiny') and measure it on eval_records with evaluate_exact_match, keeping its "
-            "default arguments.",
+            "The SFT lesson has an exact-match evaluation that takes a model, the tokenizer and records; give it the "
+            "base model and your held-out records, and keep its default arguments.",
         ),
         Part(
             "q4",
             "the fine-tuned model",
             4,
-            ("train_records", "SFT_DIR"),
+            ("train_records", "train_examples", "SFT_DIR"),
             check_model,
-            "train_sft_stage trains a fresh copy of the base model on train_examples and, given output_dir, saves it "
-            "there; keep it short with its max_steps and batch_size arguments. 3 easy families and about 200 steps "
-            "are enough; the grader tests new instances of the families you train.",
+            "The SFT lesson's training function trains the model you give it (a fresh copy of the base model) and "
+            "saves it, with the record of the run, in the folder you name; limit the steps (a few hundred) and the "
+            "batch size. The grader checks that record, so save the model no other way.",
         ),
         Part(
             "q5",

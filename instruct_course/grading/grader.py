@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import math
 import os
@@ -25,6 +26,8 @@ from jupyter_client import KernelManager
 
 from ..core import CourseError, to_jsonable
 from instruct_course.grading.core import (
+    NOTEBOOK_DIR_ENV,
+    QUICK_ENV,
     Answers,
     Exercise,
     Part,
@@ -32,6 +35,7 @@ from instruct_course.grading.core import (
     cell_part,
     is_check_cell,
     notebook_exercise,
+    quick_mode,
     read_notebook,
 )
 
@@ -41,6 +45,7 @@ __all__ = [
     "KERNEL_START_LIMIT",
     "KEEP_OUTPUT",
     "KERNEL_ENV",
+    "SCORE_COLUMNS",
     "check_limits",
     "Kernel",
     "read_answers",
@@ -49,6 +54,9 @@ __all__ = [
     "grade_notebook",
     "format_report",
     "grade_parser",
+    "class_notebooks",
+    "score_row",
+    "write_scores",
     "grade_main",
 ]
 
@@ -82,10 +90,10 @@ def check_limits(timeout_cell, timeout_total) -> tuple[float, float]:
 class Kernel:
     "A fresh python3 kernel in `workdir` that runs code against a deadline and is killed when it will not stop."
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, env: dict | None = None):
         self.km = KernelManager(kernel_name="python3")
         self.stopped = ""  # why the kernel is gone, once it is
-        env = {**os.environ, **KERNEL_ENV}
+        env = {**os.environ, **KERNEL_ENV, **(env or {})}
         self.km.start_kernel(cwd=str(workdir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.kc = self.km.blocking_client()
         self.kc.start_channels()
@@ -207,9 +215,10 @@ def _say(progress: Callable | None, msg: str) -> None:
 
 
 # %% ../../nbs/15b_grader.ipynb #69ae64cc
-def run_learner_notebook(nb, ex: Exercise, workdir, timeout_cell=300, timeout_total=900, progress=None):
-    """Run `nb`'s code cells (check cells dropped) in a fresh kernel in `workdir`, reading each part's answers as
-    soon as its last cell has run. Returns (cell records, {part name: `Answers` or why they could not be read})."""
+def run_learner_notebook(nb, ex: Exercise, workdir, timeout_cell=300, timeout_total=900, progress=None, env=None):
+    """Run `nb`'s code cells (check cells dropped) in a fresh kernel in `workdir` (with `env` added to its
+    environment), reading each part's answers as soon as its last cell has run. Returns (cell records, {part name:
+    `Answers` or why they could not be read})."""
     timeout_cell, timeout_total = check_limits(timeout_cell, timeout_total)
     deadline = time.monotonic() + timeout_total
     cells = [c.source for c in nb.cells if c.cell_type == "code" and not is_check_cell(c.source)]
@@ -217,7 +226,7 @@ def run_learner_notebook(nb, ex: Exercise, workdir, timeout_cell=300, timeout_to
     parts = {p.name: p for p in ex.parts}
     records, answers = [], {}
     tmp = Path(tempfile.mkdtemp(prefix="grader-"))
-    kernel = Kernel(workdir)
+    kernel = Kernel(workdir, env)
     try:
         for i, source in enumerate(cells):
             rec = _run_cell(kernel, i, source, deadline, timeout_cell, timeout_total)
@@ -264,9 +273,11 @@ def grade_notebook(path, timeout_cell=300, timeout_total=900, keep_workdir=False
     nb = read_notebook(path)
     ex = notebook_exercise(nb, path)
     workdir = Path(tempfile.mkdtemp(prefix="grade-work-"))
-    _say(progress, f"grading {path} (exercise {ex.id}) in a fresh kernel in {workdir}")
+    mode = "quick" if quick_mode() else "full"
+    _say(progress, f"grading {path} (exercise {ex.id}, {mode} mode) in a fresh kernel in {workdir}")
+    env = {NOTEBOOK_DIR_ENV: str(Path(path).resolve().parent)}  # where a notebook may keep a run it resumes
     try:
-        cells, answers = run_learner_notebook(nb, ex, workdir, timeout_cell, timeout_total, progress)
+        cells, answers = run_learner_notebook(nb, ex, workdir, timeout_cell, timeout_total, progress, env)
         results = []
         for p in ex.parts:
             results.append(part_result(p, cells, answers))
@@ -280,6 +291,7 @@ def grade_notebook(path, timeout_cell=300, timeout_total=900, keep_workdir=False
         "parts": [r.as_dict() for r in results],
         "score": sum(r.points for r in results),
         "max_score": ex.max_score,
+        "mode": mode,
         "cells": cells,
         "seconds": round(time.monotonic() - t0, 1),
         "limits": {"timeout_cell": timeout_cell, "timeout_total": timeout_total},
@@ -315,11 +327,13 @@ def grade_parser() -> argparse.ArgumentParser:
         prog="instruct-course grade",
         description="Run an exercise notebook in a fresh kernel and score it with the official checks.",
     )
-    p.add_argument("notebook", help="the exercise notebook (.ipynb)")
+    p.add_argument("notebook", help="the exercise notebook (.ipynb), or a folder: every notebook in it (class mode)")
     p.add_argument("--json", action="store_true", help="print the report as JSON on stdout (progress on stderr)")
     p.add_argument("--timeout-cell", default=300.0, metavar="S", help="seconds one cell may run (default 300)")
     p.add_argument("--timeout-total", default=900.0, metavar="S", help="seconds the notebook may run (default 900)")
     p.add_argument("--fail-under", default=None, metavar="SCORE", help="exit 1 when the score is below SCORE points")
+    p.add_argument("--csv", default=None, metavar="FILE", help="write one row per notebook: file, exercise, score, ...")
+    p.add_argument("--quick", action="store_true", help=f"the exercises' quick targets (sets {QUICK_ENV}=1)")
     return p
 
 
@@ -347,17 +361,98 @@ def _refuse(msg: str, as_json: bool, notebook=None) -> int:
 
 
 # %% ../../nbs/15b_grader.ipynb #a7e5aa79
+SCORE_COLUMNS = ("file", "exercise", "score", "max", "status")
+
+
+def class_notebooks(folder) -> list[Path]:
+    "The notebooks of a class folder (`*.ipynb`, sorted, not in subfolders); `CourseError` when there are none."
+    found = sorted(p for p in Path(folder).glob("*.ipynb") if p.is_file())
+    if not found:
+        raise CourseError(f"{folder} is a folder with no notebooks (*.ipynb) in it: nothing to grade")
+    return found
+
+
+def score_row(path, rep: dict | None, error: str = "", fail_under: float | None = None) -> dict:
+    "A row of the class table; status 'graded', 'below --fail-under N', or 'error: why it could not be graded'."
+    if rep is None:
+        return {"file": str(path), "exercise": "", "score": "", "max": "", "status": f"error: {error}"}
+    below = fail_under is not None and rep["score"] < fail_under
+    status = f"below --fail-under {fail_under:g}" if below else "graded"
+    return {"file": str(path), "exercise": rep["exercise"], "score": rep["score"], "max": rep["max_score"]} | {
+        "status": status
+    }
+
+
+def write_scores(rows: list[dict], path) -> Path:
+    "The class table as CSV (columns `SCORE_COLUMNS`)."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=SCORE_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+# %% ../../nbs/15b_grader.ipynb #f7544d3b
+def _grade_one(path, a, progress) -> tuple[dict | None, str, float | None]:
+    "(report, '', fail-under) for one notebook, or (None, why it could not be graded, None)."
+    try:
+        fail_under = _fail_under(a.fail_under, notebook_exercise(read_notebook(path), path))
+        return grade_notebook(path, a.timeout_cell, a.timeout_total, progress=progress), "", fail_under
+    except CourseError as e:
+        return None, str(e), None
+    except Exception as e:
+        return None, f"the grader failed: {type(e).__name__}: {e}", None
+
+
+def _grade_class(a, progress) -> int:
+    "Class mode: every notebook of the folder `a.notebook`; prints the table (or JSON), writes `a.csv`."
+    found = class_notebooks(a.notebook)
+    rows, reports = [], []
+    for i, path in enumerate(found, 1):
+        _say(progress, f"[{i}/{len(found)}] {path}")
+        rep, err, fail_under = _grade_one(path, a, progress)
+        rows.append(score_row(path, rep, err, fail_under))
+        reports.append(rep or {"notebook": str(path), "error": err})
+    if a.csv:
+        write_scores(rows, a.csv)
+    if a.json:
+        print(json.dumps(to_jsonable({"folder": str(a.notebook), "rows": rows, "reports": reports}), indent=2))
+    else:
+        print("\n".join(f"{r['file']}: {r['score']}/{r['max']} {r['status']}" for r in rows))
+    if any(r["status"].startswith("error") for r in rows):
+        return 2
+    return 1 if any(r["status"].startswith("below") for r in rows) else 0
+
+
+# %% ../../nbs/15b_grader.ipynb #95796cd8
+def _grade(a, progress) -> int:
+    "Grade what the parsed options `a` name (a notebook or a class folder); the exit code."
+    if Path(a.notebook).is_dir():
+        return _grade_class(a, progress)
+    fail_under = _fail_under(a.fail_under, notebook_exercise(read_notebook(a.notebook), a.notebook))
+    rep = grade_notebook(a.notebook, a.timeout_cell, a.timeout_total, progress=progress)
+    print(json.dumps(to_jsonable(rep), indent=2) if a.json else format_report(rep))
+    if a.csv:
+        write_scores([score_row(a.notebook, rep, fail_under=fail_under)], a.csv)
+    if fail_under is not None and rep["score"] < fail_under:
+        print(f"score {rep['score']:g} is below --fail-under {fail_under:g}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def grade_main(argv=None) -> int:
     "`instruct-course grade ...`: 0 when grading finished, 1 below `--fail-under`, 2 when it could not grade."
     argv = list(sys.argv[1:] if argv is None else argv)
-    as_json, notebook = "--json" in argv, None
+    as_json, notebook, old = "--json" in argv, None, os.environ.get(QUICK_ENV)
     try:
         a = grade_parser().parse_args(argv)
         notebook = a.notebook
         check_limits(a.timeout_cell, a.timeout_total)
-        fail_under = _fail_under(a.fail_under, notebook_exercise(read_notebook(a.notebook), a.notebook))
-        say = lambda msg: print(msg, file=sys.stderr, flush=True)
-        rep = grade_notebook(a.notebook, a.timeout_cell, a.timeout_total, progress=say)
+        if a.quick:
+            os.environ[QUICK_ENV] = "1"
+        return _grade(a, lambda msg: print(msg, file=sys.stderr, flush=True))
     except SystemExit as e:  # --help
         return int(e.code or 0)
     except (_Refused, CourseError) as e:
@@ -365,11 +460,11 @@ def grade_main(argv=None) -> int:
     except Exception as e:
         traceback.print_exc()
         return _refuse(f"the grader failed: {type(e).__name__}: {e}", as_json, notebook)
-    print(json.dumps(to_jsonable(rep), indent=2) if a.json else format_report(rep))
-    if fail_under is not None and rep["score"] < fail_under:
-        print(f"score {rep['score']:g} is below --fail-under {fail_under:g}", file=sys.stderr)
-        return 1
-    return 0
+    finally:
+        if old is None:
+            os.environ.pop(QUICK_ENV, None)
+        else:
+            os.environ[QUICK_ENV] = old
 
 
 # %% ../../nbs/15b_grader.ipynb #449d5241

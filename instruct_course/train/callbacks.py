@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 from transformers import TrainerCallback
 
 from ..core import CourseError
 
 # %% auto #0
-__all__ = ["early_stop_index", "EvalLossEarlyStopping"]
+__all__ = ["early_stop_index", "EvalLossEarlyStopping", "stop_requested"]
 
 
 # %% ../../nbs/14_pitfalls.ipynb #a9dc09a2
@@ -72,3 +73,12 @@ class EvalLossEarlyStopping(TrainerCallback):
         if self.restore_best and self._best_state is not None and model is not None:
             model.load_state_dict(self._best_state)
             self.restored = True
+
+
+# %% ../../nbs/14_pitfalls.ipynb #50b790df
+def stop_requested(acc, callback, history) -> bool:
+    "Call `callback(history)` (if any); True when it asks to stop, on any process: then all processes stop together."
+    stop = bool(callback(history)) if callback else False
+    if acc is not None and acc.num_processes > 1:
+        stop = bool(acc.reduce(torch.tensor(float(stop), device=acc.device), "max").item())
+    return stop

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import torch
 from accelerate import Accelerator
@@ -14,11 +14,12 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
-from ..core import CourseError, Timer, seed_everything
+from ..core import CourseError, Timer, make_config, seed_everything
 from ..data.masking import IGNORE_INDEX, format_prompt, pad_sequences, pad_token_id
 from ..data.preferences import gold_reward
 from ..data.world import score_response
 from ..generation import generate, stop_token_ids
+from .callbacks import stop_requested
 from .dpo_loss import collate_pairs, collate_rows, dpo_loss, prepare_pairs, sequence_logprobs
 
 # %% auto #0
@@ -92,10 +93,7 @@ class DPOConfig:
     @classmethod
     def from_overrides(cls, **overrides) -> DPOConfig:
         "A config with `overrides` applied to the defaults; an unknown key raises `CourseError` naming the valid ones."
-        valid = [f.name for f in fields(cls)]
-        if unknown := sorted(set(overrides) - set(valid)):
-            raise CourseError(f"unknown DPOConfig option(s) {unknown}; valid: {valid}")
-        return cls(**overrides)
+        return make_config(cls, **overrides)
 
     @classmethod
     def paper(cls, **kw) -> DPOConfig:
@@ -123,7 +121,7 @@ DPO_CONFIG_PROVENANCE = {
     "max_grad_norm": "HF Trainer / TRL default",
     "weight_decay": "paper: none",
     "optim": "paper: RMSprop; course and TRL: AdamW (TRL's default is its fused variant)",
-    "max_length": "SFT lesson (COURSE_SFT_CONFIG['max_seq_length'])",
+    "max_length": "the SFT lesson (SFTConfig.max_seq_length)",
     "precompute_ref_log_probs": "TRL DPOConfig.precompute_ref_log_probs; valid because the reference is frozen",
     "padding_side": "course; log-probs are padding-independent (position ids from the attention mask)",
     "seed": "course",
@@ -255,10 +253,12 @@ def _log_row(acc, step: int, out: dict, lr: float, grad_norm) -> dict:
 
 
 # %% ../../nbs/08b_dpo.ipynb #3dcafe02
-def train_dpo(policy, ref, tokenizer, pairs, config: DPOConfig | dict | None = None, progress: bool = True):
+def train_dpo(
+    policy, ref, tokenizer, pairs, config: DPOConfig | dict | None = None, progress: bool = True, callback=None
+):
     """Train `policy` with DPO on preference `pairs` against the frozen `ref`. `config`: a `DPOConfig` or a dict of
-    its options. Returns `(policy, history)`."""
-    cfg = DPOConfig.from_overrides(**config) if isinstance(config, dict) else (config or DPOConfig())
+    its options. `callback(history)` runs after every step; True stops training there. Returns `(policy, history)`."""
+    cfg = make_config(DPOConfig, config)
     if not isinstance(cfg, DPOConfig):
         raise CourseError(f"config must be a DPOConfig (or a dict of its options), got {type(cfg).__name__}")
     _check_models(policy, ref, tokenizer)
@@ -294,6 +294,8 @@ def train_dpo(policy, ref, tokenizer, pairs, config: DPOConfig | dict | None = N
             bar.set_postfix(
                 loss=f"{row['loss']:.3f}", acc=f"{row['reward_accuracy']:.2f}", margin=f"{row['margin']:.2f}"
             )
+            if stop_requested(acc, callback, hist):  # e.g. the dashboard's Stop button
+                break
     bar.close()
     hist.update(skipped_steps=skipped, seconds=round(t.seconds, 2), data=report, config=asdict(cfg))
     hist["processes"] = acc.num_processes

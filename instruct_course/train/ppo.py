@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -16,11 +16,12 @@ import torch.nn as nn
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from ..core import CourseError, seed_everything, validate_records
+from ..core import CourseError, make_config, seed_everything, validate_records
 from ..data.masking import format_prompt
 from ..data.preferences import gold_reward
 from ..data.world import eval_keys, make_splits, pretraining_text
 from ..models import pack_blocks
+from .callbacks import stop_requested
 from instruct_course.train.ppo_losses import (
     AdaptiveKLController,
     FixedKLController,
@@ -139,10 +140,7 @@ class PPOConfig:
     @classmethod
     def from_overrides(cls, **overrides) -> PPOConfig:
         "A config with `overrides` applied to the defaults; an unknown key raises `CourseError` naming the valid ones."
-        valid = [f.name for f in fields(cls)]
-        if unknown := sorted(set(overrides) - set(valid)):
-            raise CourseError(f"unknown PPOConfig option(s) {unknown}; valid: {valid}")
-        return cls(**overrides)
+        return make_config(cls, **overrides)
 
 
 # %% ../../nbs/07c_ppo.ipynb #4eb9f1da
@@ -391,8 +389,9 @@ def train_ppo(
     """PPO with a per-token KL penalty to a frozen reference. `policy`: a model name or a causal LM (then pass
     `tokenizer`); `reward_model`: an RM module (same tokenizer as the policy) or `fn(records, responses) -> scores`;
     `config`: a `PPOConfig` or a dict of its options. Returns `(policy, history)`: the trained causal LM (value head
-    removed, eval mode) and per-step lists (`HISTORY_KEYS`)."""
-    cfg = PPOConfig.from_overrides(**config) if isinstance(config, dict) else (config or PPOConfig())
+    removed, eval mode) and per-step lists (`HISTORY_KEYS`). `callback(history)` runs after every step; when it
+    returns True, training stops there (every process stops together)."""
+    cfg = make_config(PPOConfig, config)
     if not isinstance(cfg, PPOConfig):
         raise CourseError(f"config must be a PPOConfig (or a dict of its options), got {type(cfg).__name__}")
     if reward_model is None:
@@ -412,8 +411,8 @@ def train_ppo(
         for k in HISTORY_KEYS:
             hist[k].append(row.get(k, float("nan")))
         bar.set_postfix({k: round(row.get(k, float("nan")), 3) for k in ("rm_reward", "gold_reward", "kl", "kl_coef")})
-        if callback:
-            callback(hist)
+        if stop_requested(run.acc, callback, hist):  # e.g. the dashboard's Stop button: end here, keep what was trained
+            break
     value_model = "copy of the reward model" if run.rm_value else "linear head on the policy trunk"
     hist.update(config=asdict(cfg), score_norm=run.norm, value_model=value_model)
     return run.acc.unwrap_model(run.model).lm.eval(), hist

@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import AutoModel, Trainer, TrainingArguments
 
-from ..core import CourseError, Timer, pick_device, save_json, seed_everything
+from ..core import CourseError, Timer, make_config, pick_device, save_json, seed_everything
 from ..data.masking import pad_sequences, pad_token_id, position_ids_from_mask
 from ..data.preferences import validate_preferences
 from ..metrics import calibration_table, kendall_tau, pearson
@@ -273,16 +273,8 @@ TRL_NAMES = {
 
 def reward_config(config: RewardConfig | dict | None = None, **overrides) -> RewardConfig:
     "`config` (a `RewardConfig`, a dict of its fields, or None: the defaults) with `overrides` applied; validated."
-    if config is not None and not isinstance(config, (RewardConfig, dict)):
-        raise CourseError(f"config must be a RewardConfig, a dict or None, got {type(config).__name__}")
-    values = dataclasses.asdict(config) if isinstance(config, RewardConfig) else dict(config or {})
-    values |= overrides
-    valid = [f.name for f in dataclasses.fields(RewardConfig)]
-    unknown = [k for k in values if k not in valid]
-    if unknown:
-        hints = "".join(f"; {k!r} is TRL's name: use {TRL_NAMES[k]!r}" for k in unknown if k in TRL_NAMES)
-        raise CourseError(f"unknown RewardConfig key(s) {unknown}{hints}; valid: {valid}")
-    return RewardConfig(**values)
+    aliases = {k: f"TRL's name: use {v!r}" for k, v in TRL_NAMES.items()}
+    return make_config(RewardConfig, config, aliases, **overrides)
 
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000021

@@ -5,18 +5,17 @@
 # %% ../../nbs/05_sft.ipynb #08997761
 from __future__ import annotations
 
-import difflib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from datasets import Dataset
 from transformers import Trainer, TrainingArguments
 
-from ..core import CourseError, Timer, pick_device, save_json, seed_everything
+from ..core import CourseError, Timer, make_config, pick_device, save_json, seed_everything
 from instruct_course.data.masking import (
     PROMPT_STYLES,
     InstructionCollator,
@@ -26,6 +25,7 @@ from instruct_course.data.masking import (
 )
 from ..data.world import score_response
 from ..generation import generate
+from .runs import RecordCheckpoints, claim_output_dir, run_record
 
 # %% auto #0
 __all__ = [
@@ -138,40 +138,18 @@ class SFTConfig:
 
 # %% ../../nbs/05_sft.ipynb #079eaa8a
 _OTHER_NAMES = {  # TRL / transformers 5 / earlier course names -> SFTConfig's
-    "evaluation_strategy": "eval_strategy (renamed in transformers 5; or use sft_config_from_tutorial)",
-    "per_device_train_batch_size": "batch_size",
-    "num_train_epochs": "epochs",
-    "max_length": "max_seq_length",
-    "sampling": "train_sampling_strategy",
-    "group_by_length": "train_sampling_strategy='group_by_length'",
+    "evaluation_strategy": "renamed eval_strategy in transformers 5; or use sft_config_from_tutorial",
+    "per_device_train_batch_size": "TRL's name: use 'batch_size'",
+    "num_train_epochs": "TRL's name: use 'epochs'",
+    "max_length": "TRL's name: use 'max_seq_length'",
+    "sampling": "use 'train_sampling_strategy'",
+    "group_by_length": "transformers 4's flag: use train_sampling_strategy='group_by_length'",
 }
-
-
-def _check_keys(keys, where: str) -> None:
-    "Raise a CourseError for keys that are not SFTConfig fields, with a hint for each and the valid names."
-    valid = [f.name for f in fields(SFTConfig)]
-    bad = [k for k in keys if k not in valid]
-    if not bad:
-        return
-    hints = []
-    for k in bad:
-        close = difflib.get_close_matches(str(k), valid, n=1)
-        hint = _OTHER_NAMES.get(k) or (f"did you mean {close[0]!r}?" if close else None)
-        hints.append(f"{k!r}" + (f" -> {hint}" if hint else ""))
-    raise CourseError(f"unknown SFT setting in {where}: {', '.join(hints)}. Valid settings: {', '.join(valid)}")
 
 
 def resolve_sft_config(config: SFTConfig | Mapping | None = None, **overrides) -> SFTConfig:
     "`config` (an `SFTConfig`, a dict of its fields, or None for the defaults) with `overrides` applied, validated."
-    if config is None:
-        config = SFTConfig()
-    elif isinstance(config, Mapping):
-        _check_keys(config, "the config dict")
-        config = SFTConfig(**config)
-    elif not isinstance(config, SFTConfig):
-        raise CourseError(f"config must be an SFTConfig, a dict or None, got {type(config).__name__}")
-    _check_keys(overrides, "the keyword arguments")
-    return replace(config, **overrides)
+    return make_config(SFTConfig, config, _OTHER_NAMES, **overrides)
 
 
 # %% ../../nbs/05_sft.ipynb #18c3fe3d
@@ -183,15 +161,14 @@ def sft_config_from_tutorial(config: Mapping | None = None, **overrides) -> SFTC
         if "eval_strategy" in d:
             raise CourseError("give evaluation_strategy (the tutorial's name) or eval_strategy, not both")
         d["eval_strategy"] = d.pop("evaluation_strategy")
-    _check_keys(d, "the tutorial config")
-    fp16 = overrides.get("fp16", d.get("fp16", False))
-    if fp16 and pick_device()[0].type != "cuda":
+    c = resolve_sft_config({"max_steps": None, **d}, **overrides)
+    if c.fp16 and pick_device()[0].type != "cuda":
         raise CourseError(
             "the tutorial's fp16=True needs a CUDA GPU, and this machine trains on "
             f"{pick_device()[0].type}: pass fp16=False (sft_config_from_tutorial(instruction_training_config, "
             "fp16=False)) and the course's device policy picks the precision (fp32 on a CPU, bf16 on a GPU)"
         )
-    return resolve_sft_config({"max_steps": None, **d}, **overrides)
+    return c
 
 
 # %% ../../nbs/05_sft.ipynb #68c1f12b
@@ -264,10 +241,15 @@ class InstructionTrainer(Trainer):
 LOSS_ON = ("response", "all")
 
 
-def _as_prepared(data, tokenizer, max_length: int, style: str, loss_on: str):
+def _as_prepared(data, tokenizer, max_length: int, style: str, loss_on: str, what: str = "dataset"):
     "A `datasets.Dataset` with `input_ids`/`labels` from raw records or an already prepared dataset (None stays None)."
     if data is None:
         return None
+    if isinstance(data, (str, bytes, dict)) or not hasattr(data, "__len__"):
+        raise CourseError(f"{what} must be a list of records or a datasets.Dataset, got {type(data).__name__}")
+    if len(data) == 0:
+        fix = "give at least one record with 'instruction' and 'response'"
+        raise CourseError(f"{what} is empty (0 records): " + ("pass None instead" if what == "eval_dataset" else fix))
     cols = data.column_names if hasattr(data, "column_names") else (list(data[0]) if len(data) else [])
     if "labels" in cols:
         ds = data if hasattr(data, "column_names") else Dataset.from_list(list(data))
@@ -313,29 +295,32 @@ def train_sft_stage(
     loss_on: str = "response",
     callbacks=(),
     progress: bool = True,
+    overwrite_output_dir: bool = False,
     **overrides,
 ):
     """Stage 1 of InstructGPT: supervised fine-tuning on (instruction, response) pairs with the response-only loss.
-    `config` (SFTConfig, dict or None: the defaults) with `overrides` and `epochs` applied. Returns the model."""
+    `config` (SFTConfig, dict or None: the defaults) with `overrides` and `epochs` applied. `output_dir` must be new,
+    hold only other files or this same run (see `claim_output_dir`); `resume_from_checkpoint`: True (the latest) or a
+    checkpoint folder of this run. Returns the model."""
     c = resolve_sft_config(config, **({} if epochs is None else {"epochs": epochs}), **overrides)
     if loss_on not in LOSS_ON:
         raise CourseError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     seed_everything(seed)
     train_ds = _as_prepared(dataset, tokenizer, c.max_seq_length, c.style, loss_on)
-    eval_ds = _as_prepared(eval_dataset, tokenizer, c.max_seq_length, c.style, "response")
-    args = training_arguments(output_dir, c, seed=seed, has_eval=eval_ds is not None, progress=progress)
-    collator = InstructionCollator(tokenizer)
+    eval_ds = _as_prepared(eval_dataset, tokenizer, c.max_seq_length, c.style, "response", what="eval_dataset")
+    record = run_record("instruct_course.train.sft", c, seed, model, train_ds, eval_ds, loss_on=loss_on)
+    resume = claim_output_dir(output_dir, record, overwrite_output_dir, resume_from_checkpoint)
     trainer = InstructionTrainer(
         model=model,
-        args=args,
+        args=training_arguments(output_dir, c, seed=seed, has_eval=eval_ds is not None, progress=progress),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
-        data_collator=collator,
-        callbacks=list(callbacks),
+        data_collator=InstructionCollator(tokenizer),
+        callbacks=[RecordCheckpoints(record), *callbacks],
     )
     with Timer() as t:
-        trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+        trainer.train(resume_from_checkpoint=resume)
     _save_run(trainer, tokenizer, Path(output_dir), t.seconds, c, loss_on)
     trainer.model.eval()
     return trainer.model

@@ -251,3 +251,60 @@ def test_show_mask_brackets_the_trained_tokens(tok):
     ex = prepare_instruction_data("Say hi.", "hi", tok)
     assert show_mask(ex, tok, as_html=False) == "Instruction: Say hi.\nResponse:[ h][i][" + tok.eos_token + "]"
     assert "background" in show_mask(ex, tok).data
+
+
+# special-token strings typed in user text (issue 14), max_length and empty datasets
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from instruct_course.models import load_tokenizer
+
+    return load_tokenizer("smollm2")
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+@pytest.mark.parametrize("style", ["tutorial", "alpaca"])
+def test_typed_special_tokens_stay_text(tok, smol, which, style):
+    t = tok if which == "tiny" else smol
+    response = f"Type {t.eos_token} to stop, or <|im_start|>."
+    ex = prepare_instruction_data(f"Explain {t.eos_token}.", response, t, input="<|endoftext|>", style=style)
+    specials = {i for i, a in t.added_tokens_decoder.items() if a.special}
+    assert not specials & set(ex["input_ids"][:-1]) and ex["labels"][-1] == t.eos_token_id  # one EOS, at the end
+    assert decode_targets(ex, t) == " " + response + t.eos_token
+
+
+@pytest.mark.parametrize("field", ["instruction", "input", "response"])
+def test_typed_special_tokens_are_refused_in_chat_style(tok, field):
+    texts = {"instruction": "Say hi.", "input": "", "response": "hi", field: "a <|im_end|> b"}
+    with pytest.raises(CourseError, match=f"the {field} contains '<\\|im_end\\|>'.*style='tutorial'"):
+        prepare_instruction_data(texts["instruction"], texts["response"], tok, input=texts["input"], style="chat")
+
+
+@pytest.mark.parametrize("which", ["tiny", "smollm2"])
+def test_ordinary_text_tokenises_exactly_as_without_split_special_tokens(tok, smol, recs, which):
+    "split_special_tokens=True changes nothing for text without special-token strings: no lesson number moves."
+    t = tok if which == "tiny" else smol
+    for r in recs[::7]:
+        for style in ("tutorial", "alpaca"):
+            full = format_prompt(r["instruction"], r["input"], style) + " " + r["response"].strip()
+            ex = prepare_instruction_data(r["instruction"], r["response"], t, input=r["input"], style=style)
+            assert ex["input_ids"][:-1] == t(full, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, 512.0, "512", True, None])
+def test_max_length_must_be_a_positive_int(tok, bad):
+    with pytest.raises(CourseError, match=f"max_length must be a positive whole number.*got {bad!r}"):
+        prepare_instruction_data("Say hi.", "hi", tok, max_length=bad)
+    with pytest.raises(CourseError, match="max_length must be a positive whole number"):
+        prepare_dataset([{"instruction": "Say hi.", "response": "hi"}], tok, max_length=bad)
+
+
+def test_empty_datasets_say_empty(tok):
+    for empty in ([], (), iter([])):
+        with pytest.raises(CourseError, match="the dataset is empty"):
+            prepare_dataset(empty, tok)
+    with pytest.raises(CourseError, match="all 1 examples are longer than max_length=3"):
+        prepare_dataset([{"instruction": "Say hi.", "response": "hello there friend"}], tok, max_length=3)
+    with pytest.raises(CourseError, match="records must be a list of dicts"):
+        prepare_dataset({"instruction": "a", "response": "b"}, tok)

@@ -24,8 +24,8 @@ from instruct_course.datagen.self_instruct import (
     SelfInstructConfig,
     SelfInstructGenerator,
     as_text_generator,
-    config_from,
     instruction_prompt,
+    make_config,
     read_complete_batches,
     rule_is_classification,
 )
@@ -287,12 +287,12 @@ def test_config_validates_itself(bad, field):
 def test_config_defaults_and_overrides():
     c = SelfInstructConfig()
     assert (c.n_human, c.n_machine, c.rouge_threshold, c.max_words, c.temperature) == (6, 2, 0.7, 150, 0.7)  # paper
-    assert config_from(SelfInstructConfig, c, batch_size=4).batch_size == 4 and c.batch_size == 16
-    assert config_from(SelfInstructConfig, {"seed": 3}).seed == 3
+    assert make_config(SelfInstructConfig, c, batch_size=4).batch_size == 4 and c.batch_size == 16
+    assert make_config(SelfInstructConfig, {"seed": 3}).seed == 3
     with pytest.raises(
-        CourseError, match=r"unknown SelfInstructConfig setting\(s\) \['batchsize'\]; valid: .*batch_size"
+        CourseError, match=r"unknown SelfInstructConfig setting\(s\): 'batchsize' \(did you mean 'batch_size'\?\)"
     ):
-        config_from(SelfInstructConfig, batchsize=4)
+        make_config(SelfInstructConfig, batchsize=4)
     with pytest.raises(CourseError, match="temprature"):
         SelfInstructGenerator(None, None, load_seed_tasks(), temprature=0.5)
     g = SelfInstructGenerator(None, None, load_seed_tasks(), batch_size=4, seed=9)

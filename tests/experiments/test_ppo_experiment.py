@@ -38,7 +38,7 @@ def test_runs_are_valid_configs_and_bad_options_fail_first(tmp_path):
     for settings in OVEROPT_SETTINGS.values():
         for kw in OVEROPT_RUNS.values():
             PPOConfig.from_overrides(**settings, **kw)
-    with pytest.raises(CourseError, match=r"unknown PPOConfig option\(s\) \['stpes'\]"):
+    with pytest.raises(CourseError, match=r"unknown PPOConfig setting\(s\): 'stpes' \(did you mean 'steps'\?\)"):
         run_overoptimization(tmp_path, quick=True, stpes=3)
     assert not list(tmp_path.iterdir())  # nothing was written
 

@@ -2,6 +2,7 @@
 answer that swallows KeyboardInterrupt, inf/nan limits), a kernel crash that keeps earlier parts, bounded output
 memory, exit codes (--fail-under) and JSON on stdout in every case."""
 
+import csv
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ import nbformat
 import pytest
 
 from instruct_course.core import CourseError
+from instruct_course.grading.core import QUICK_ENV
 from instruct_course.grading.grader import INTERRUPT_GRACE, KEEP_OUTPUT, grade_main, grade_notebook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,8 +58,9 @@ def test_grader_cannot_run(tmp_path, capsys):
         (tmp_path / "missing.ipynb", "no such notebook"),
         (tmp_path / "text.ipynb", "not a Jupyter notebook"),
         (tmp_path / "m.ipynb", "which exercise"),
-        (tmp_path, "directory"),
+        (tmp_path / "empty_folder", "no notebooks"),
     ]:
+        (tmp_path / "empty_folder").mkdir(exist_ok=True)
         assert grade_main([str(path)]) == 2
         out, err = capsys.readouterr()
         assert words in err and out == "", err
@@ -156,3 +159,35 @@ def test_fail_under_exit_codes_and_json(tmp_path, capsys):
     assert grade_main([str(nb), "--fail-under", "1", "--timeout-total", "120"]) == 0
     out, _ = capsys.readouterr()
     assert "score: 1/2" in out
+
+
+# ---------------------------------------------------------------- class mode and quick mode
+def test_class_mode_csv_and_exit_codes(tmp_path, capsys):
+    "A folder: every notebook graded, one row each; a notebook that cannot be graded gets a row and exit code 2."
+    (tmp_path / "class").mkdir()
+    warmup_notebook(tmp_path / "class" / "ann.ipynb", Q1, "# PART: q2\ntotal = 385")
+    warmup_notebook(tmp_path / "class" / "bob.ipynb", Q1, "# PART: q2\ntotal = 384")
+    csv_path = tmp_path / "scores.csv"
+    args = [str(tmp_path / "class"), "--csv", str(csv_path), "--timeout-total", "120"]
+    assert grade_main([*args, "--fail-under", "2"]) == 1  # bob is below
+    out, _ = capsys.readouterr()
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [(r["file"].rsplit("/", 1)[-1], r["score"], r["max"], r["status"]) for r in rows] == [
+        ("ann.ipynb", "2", "2", "graded"),
+        ("bob.ipynb", "1", "2", "below --fail-under 2"),
+    ]
+    assert list(rows[0]) == ["file", "exercise", "score", "max", "status"] and "bob.ipynb: 1/2" in out
+    (tmp_path / "class" / "carl.ipynb").write_text("not a notebook")
+    assert grade_main([*args, "--json"]) == 2
+    out, _ = capsys.readouterr()
+    rep = json.loads(out)
+    assert [r["status"][:6] for r in rep["rows"]] == ["graded", "graded", "error:"]
+    assert "not a Jupyter notebook" in rep["reports"][2]["error"] and rep["reports"][0]["score"] == 2
+
+
+def test_quick_flag_lasts_for_the_command(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv(QUICK_ENV, raising=False)
+    nb = warmup_notebook(tmp_path / "w.ipynb", f"{Q1}\nimport os\nmode = os.environ.get('{QUICK_ENV}')")
+    assert grade_main([str(nb), "--json", "--quick", "--timeout-total", "120"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["mode"] == "quick" and QUICK_ENV not in os.environ

@@ -1,74 +1,34 @@
-"""Exercises 1 and 2 graded end to end: the solutions score full marks, the blank notebooks 0, and every kind of
-wrong solution loses points on the part it breaks (off-by-one, hard-coded answer, endless loop, redefined check,
-no training, leak)."""
+"""Exercises 1 and 2 graded end to end in quick mode: the solutions score full marks, the blank notebooks 0, and every
+kind of wrong or cheating solution loses the points of the part it breaks (off-by-one, wrong or constant or copied
+answers, an endless loop, a redefined check, no training, a copied shipped model, a missing log, a leak)."""
 
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import nbformat
 import pytest
+from grading_helpers import ENV, EX, ROOT, SOL, TIMINGS, by_part, mutate, report_timings, wrong_variant
 
 from instruct_course.data.world import make_splits
 from instruct_course.grading.core import load_exercise
 from instruct_course.grading.ex02 import hidden_heldout
-from instruct_course.grading.grader import grade_notebook
 
-ROOT = Path(__file__).resolve().parents[2]
-EX, SOL = ROOT / "exercises", ROOT / "exercises" / "solutions"
 EX1, EX2 = "01_instruction_dataset", "02_sft_before_after"
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels inherit it: one thread per process on a shared 2-core runner
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-TIMINGS = {}
-
-
-def mutate(src: Path, dst: Path, subs: dict) -> Path:
-    "A wrong solution: the solution notebook with text substitutions (each must hit exactly one place)."
-    nb = nbformat.read(str(src), as_version=4)
-    for old, new in subs.items():
-        hits = [c for c in nb.cells if c.cell_type == "code" and old in c.source]
-        assert len(hits) == 1 and hits[0].source.count(old) == 1, f"substitution target not unique: {old!r}"
-        hits[0].source = hits[0].source.replace(old, new)
-    nbformat.write(nb, str(dst))
-    return dst
-
-
-def by_part(rep):
-    return {p["name"]: p for p in rep["parts"]}
-
-
-@pytest.fixture(scope="module")
-def grade():
-    cache = {}
-
-    def run(key, path, **kw):
-        if key not in cache:
-            t = time.monotonic()
-            cache[key] = grade_notebook(path, **kw)
-            TIMINGS[key] = round(time.monotonic() - t, 1)
-            rep = cache[key]
-            parts = ", ".join(f"{p['name']}={p['points']}" for p in rep["parts"])
-            print(f"\n[{key}] {rep['score']}/{rep['max_score']} in {TIMINGS[key]} s: {parts}")
-        return cache[key]
-
-    return run
 
 
 @pytest.mark.parametrize("name", [EX1, EX2])
-def test_solution_full_marks(name):
-    "Graded by the command line, as an instructor would: full marks, so --fail-under at the maximum exits 0."
+def test_solution_full_marks(name, quick):
+    "Graded by the command line in quick mode, as CI does: full marks, so --fail-under at the maximum exits 0."
     top = load_exercise(name).max_score
     t = time.monotonic()
-    cmd = [sys.executable, "-m", "instruct_course.cli", "grade", str(SOL / f"{name}.ipynb"), "--json"]
+    cmd = [sys.executable, "-m", "instruct_course.cli", "grade", str(SOL / f"{name}.ipynb"), "--json", "--quick"]
     p = subprocess.run([*cmd, "--fail-under", str(top)], capture_output=True, text=True, env=ENV, timeout=900, cwd=ROOT)
-    TIMINGS[f"{name} solution (cli)"] = round(time.monotonic() - t, 1)
+    TIMINGS[f"{name} solution (cli, quick)"] = round(time.monotonic() - t, 1)
     assert p.returncode == 0, p.stderr[-3000:]
     rep = json.loads(p.stdout)
     assert rep["score"] == rep["max_score"] == top and all(x["passed"] for x in rep["parts"]), rep["parts"]
-    assert {"name", "points", "max_points", "passed", "message"} <= set(rep["parts"][0])
+    assert rep["mode"] == "quick" and {"name", "points", "max_points", "passed", "message"} <= set(rep["parts"][0])
     if name == EX2:  # the hidden held-out set is summarised, never shown
         fams = ["sentiment", "plural", "compare"]
         train = make_splits(seed=0, n_train=200, n_eval=20, families=fams, heldout_families=())["train"]
@@ -77,12 +37,12 @@ def test_solution_full_marks(name):
 
 
 @pytest.mark.parametrize("name", [EX1, EX2])
-def test_blank_scores_zero(name, grade):
+def test_blank_scores_zero(name, grade, quick):
     rep = grade(f"{name} blank", EX / f"{name}.ipynb")
-    assert rep["score"] == 0 and all(p["status"] == "not_attempted" for p in rep["parts"])
+    assert rep["score"] == 0 and all(p["status"] == "not_attempted" for p in rep["parts"]), rep["parts"]
 
 
-FAST = {"max_steps=200": "max_steps=5"}  # wrong notebooks of exercise 2 need not train for real: they break elsewhere
+FAST = {"max_steps=STEPS": "max_steps=5"}  # wrong notebooks of exercise 2 need not train for real: they break elsewhere
 EX1_MAKE = (
     'examples = [prepare_instruction_data(r["instruction"], r["response"], tok, input=r["input"]) for r in records]'
 )
@@ -98,14 +58,28 @@ CHEAT = (
     "G.Part.grade = lambda self, answers: G.Result(self.name, 'correct', 'ok', self.points, self.points)"
 )
 REPORTED = '{"exact_match": %s, "per_task": {}, "predictions": []}'  # a number typed in, not measured
+SHUFFLE = "rng.shuffle(records)"
+TRAIN = "sft_model = train_sft_stage("
+WORLD = (
+    "from instruct_course.data.world import make_splits\nrecords = [{k: r[k] for k in ('instruction', 'input', "
+    "'response', 'task')} for r in make_splits(seed=0, n_train=20, n_eval=1, heldout_families=())['train']]"
+)
 WRONG = {  # (exercise, substitutions, the part that must lose its points, a phrase of its message)
     "ex1 off_by_one": (EX1, {EX1_MAKE: EX1_MAKE + MASK_FIRST.format("examples")}, "q3", "off-by-one"),
     "ex1 constant_answer": (
         EX1,
-        {"rng.shuffle(records)": 'rng.shuffle(records)\nrecords = [{**r, "response": "yes"} for r in records]'},
+        {SHUFFLE: f'{SHUFFLE}\nrecords = [{{**r, "response": "yes"}} for r in records]'},
         "q1",
         "120 of 120",
     ),
+    "ex1 wrong_arithmetic": (EX1, {"str(a + b)": "str(a + b + 1)"}, "q1", "20 of the 60 answers"),  # 2 + 3 -> "6"
+    "ex1 constant_per_task": (
+        EX1,
+        {'"positive" if good else "negative"': '"positive"'},
+        "q1",
+        "all 20 records of task 'sentiment'",
+    ),
+    "ex1 copied_from_world": (EX1, {SHUFFLE: f"{SHUFFLE}\n{WORLD}"}, "q1", "course world's own records"),
     "ex1 infinite_loop": (
         EX1,
         {"assert reloaded.to_list() == records": "assert reloaded.to_list() == records\nwhile True:\n    pass"},
@@ -117,7 +91,7 @@ WRONG = {  # (exercise, substitutions, the part that must lose its points, a phr
         {
             'tok = load_tokenizer("tiny")': 'tok = load_tokenizer("tiny")\nq1.check = lambda *a, **k: print("Correct!")'
             + CHEAT,
-            "rng.shuffle(records)": "rng.shuffle(records)\nrecords = records[:90]",
+            SHUFFLE: f"{SHUFFLE}\nrecords = records[:90]",
         },
         "q1",
         "90 records",
@@ -133,23 +107,40 @@ WRONG = {  # (exercise, substitutions, the part that must lose its points, a phr
         "q3",
         "you report before",
     ),
-    "ex2 infinite_loop": (
+    "ex2 infinite_loop": (EX2, {TRAIN: "while True:\n    pass\n" + TRAIN}, "q4", "timed out"),
+    "ex2 copied_tiny_sft": (  # the issue's one-liner: no training, a shipped model saved where the model should be
         EX2,
-        {"sft_model = train_sft_stage(": "while True:\n    pass\nsft_model = train_sft_stage("},
+        {
+            TRAIN: "sft_model = load_model('tiny-sft', device='cpu')\nsft_model.save_pretrained(SFT_DIR)\n"
+            "_unused = (lambda *a, **k: None)(",
+            "plot_loss(SFT_DIR);": "pass",
+        },
         "q4",
-        "timed out",
+        "has no course_run.json",
+    ),
+    "ex2 tiny_sft_behind_a_real_run": (  # a real (short) run, then tiny-sft's weights saved over its model
+        EX2,
+        {**FAST, "plot_loss(SFT_DIR);": "load_model('tiny-sft', device='cpu').save_pretrained(SFT_DIR)"},
+        "q4",
+        "the shipped model 'tiny-sft'",
+    ),
+    "ex2 missing_log": (
+        EX2,
+        {**FAST, "plot_loss(SFT_DIR);": "import os\nos.remove(os.path.join(SFT_DIR, 'log_history.json'))"},
+        "q4",
+        "log_history.json",
     ),
     "ex2 redefined_check_no_training": (
         EX2,
         {
             'tok = load_tokenizer("tiny")': 'tok = load_tokenizer("tiny")\n'
             'for q in (q1, q2, q3, q4, q5):\n    q.check = lambda *a, **k: print("Correct!")' + CHEAT,
-            "sft_model = train_sft_stage(": "sft_model = load_model('tiny', device='cpu')\n"
+            TRAIN: "sft_model = load_model('tiny', device='cpu')\n"
             "sft_model.save_pretrained(SFT_DIR)\n_unused = (lambda *a, **k: None)(",
             "plot_loss(SFT_DIR);": "pass",
         },
         "q4",
-        "should improve",
+        "course_run.json",
     ),
     "ex2 leaky_heldout": (
         EX2,
@@ -166,14 +157,11 @@ WRONG = {  # (exercise, substitutions, the part that must lose its points, a phr
 
 
 @pytest.mark.parametrize("kind", list(WRONG))
-def test_wrong_solutions_lose_points(kind, grade, tmp_path):
+def test_wrong_solutions_lose_points(kind, grade, tmp_path, quick):
     name, subs, part, words = WRONG[kind]
-    nb = mutate(SOL / f"{name}.ipynb", tmp_path / f"wrong_{kind.replace(' ', '_')}.ipynb", subs)
-    rep = grade(kind, nb, timeout_cell=30 if name == EX1 else 45)  # margin for imports on a busy machine
+    limit = 30 if name == EX1 else 60  # margin for imports on a busy machine
+    rep = wrong_variant(grade, tmp_path, kind, name, subs, part, words, timeout_cell=limit)
     parts = by_part(rep)
-    assert parts[part]["points"] == 0 and parts[part]["status"] == "wrong", parts[part]
-    assert words in parts[part]["message"], parts[part]
-    assert rep["score"] < rep["max_score"]
     if name == EX1:
         others = [p for n, p in parts.items() if n != part]
         assert all(p["passed"] for p in others), others  # grading went on: the other parts still score
@@ -185,5 +173,10 @@ def test_wrong_solutions_lose_points(kind, grade, tmp_path):
         assert parts["q1"]["passed"] and parts["q2"]["passed"] and parts["q3"]["passed"]
 
 
+def test_mutate_refuses_ambiguous_targets(tmp_path):
+    with pytest.raises(AssertionError, match="not unique"):
+        mutate(SOL / f"{EX1}.ipynb", tmp_path / "x.ipynb", {"import": "import"})
+
+
 def test_zz_timings():
-    print("\ngrading times (s):", json.dumps(TIMINGS, indent=1))
+    report_timings()

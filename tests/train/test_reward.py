@@ -203,15 +203,15 @@ def test_reward_config_merges_and_refuses_unknown_keys():
     base = RewardConfig(batch_size=8)
     assert reward_config(base, batch_size=4).batch_size == 4 and base.batch_size == 8  # the original is untouched
     valid = [f.name for f in dataclasses.fields(RewardConfig)]
-    with pytest.raises(CourseError, match=r"unknown RewardConfig key\(s\) \['lerning_rate'\]") as e:
+    with pytest.raises(CourseError, match=r"'lerning_rate' \(did you mean 'learning_rate'\?\)") as e:
         reward_config(lerning_rate=1e-3)
-    assert all(repr(v) in str(e.value) for v in valid)  # the valid keys are listed
+    assert all(v in str(e.value) for v in valid)  # the valid keys are listed
     with pytest.raises(CourseError, match="lerning_rate"):
         reward_config({"lerning_rate": 1e-3})
     for trl_name, ours in TRL_NAMES.items():
-        with pytest.raises(CourseError, match=f"'{trl_name}' is TRL's name: use '{ours}'"):
+        with pytest.raises(CourseError, match=f"'{trl_name}' \\(TRL's name: use '{ours}'\\)"):
             reward_config(**{trl_name: 1})
-    with pytest.raises(CourseError, match="config must be a RewardConfig, a dict or None"):
+    with pytest.raises(CourseError, match="config must be a RewardConfig, a dict of its fields or None"):
         reward_config("fast")
 
 
@@ -219,7 +219,7 @@ def test_reward_training_arguments_follow_the_config(tmp_path):
     a = reward_training_arguments(tmp_path, RewardConfig(batch_size=4, max_steps=7, seed=3), has_eval=True)
     assert (a.per_device_train_batch_size, a.per_device_eval_batch_size, a.max_steps) == (4, 8, 7)
     assert (a.seed, a.data_seed, a.warmup_steps, a.eval_strategy.value) == (3, 3, 0.05, "steps")
-    with pytest.raises(CourseError, match="unknown RewardConfig key"):
+    with pytest.raises(CourseError, match="unknown RewardConfig setting"):
         reward_training_arguments(tmp_path, {"per_device_train_batch_size": 4})
 
 
@@ -231,7 +231,7 @@ def test_train_reward_model_refuses_bad_arguments_before_writing(pairs, tmp_path
     out = tmp_path / "rm"
     with pytest.raises(CourseError, match=r"train_reward_model \(base\) needs a model: a shipped name \("):
         train_reward_model(ps, None, out)
-    with pytest.raises(CourseError, match="unknown RewardConfig key"):
+    with pytest.raises(CourseError, match="unknown RewardConfig setting"):
         train_reward_model(ps, SFT, out, lerning_rate=1e-3)  # issue 14 item 4, for the reward model
     with pytest.raises(CourseError, match="RewardConfig.batch_size"):
         train_reward_model(ps, SFT, out, {"batch_size": 0})

@@ -113,16 +113,16 @@ def test_sft_config_accepts_good_values(good):
 @pytest.mark.parametrize(
     "config, overrides, phrase",
     [
-        (None, {"lerning_rate": 1e-3}, "'lerning_rate' -> did you mean 'learning_rate'?"),
-        ({"lerning_rate": 1e-3}, {}, "in the config dict: 'lerning_rate'"),
-        (None, {"evaluation_strategy": "epoch"}, "eval_strategy"),
-        (None, {"per_device_train_batch_size": 8}, "-> batch_size"),
-        (None, {"num_train_epochs": 1}, "-> epochs"),
-        (None, {"max_length": 128}, "-> max_seq_length"),
-        (None, {"sampling": "random"}, "-> train_sampling_strategy"),
+        (None, {"lerning_rate": 1e-3}, "'lerning_rate' (did you mean 'learning_rate'?)"),
+        ({"lerning_rate": 1e-3}, {}, "unknown SFTConfig setting(s): 'lerning_rate'"),
+        (None, {"evaluation_strategy": "epoch"}, "renamed eval_strategy"),
+        (None, {"per_device_train_batch_size": 8}, "TRL's name: use 'batch_size'"),
+        (None, {"num_train_epochs": 1}, "use 'epochs'"),
+        (None, {"max_length": 128}, "use 'max_seq_length'"),
+        (None, {"sampling": "random"}, "use 'train_sampling_strategy'"),
         (None, {"group_by_length": True}, "train_sampling_strategy='group_by_length'"),
-        (None, {"xyz": 1}, "Valid settings: learning_rate, batch_size"),
-        ("fast", {}, "config must be an SFTConfig"),
+        (None, {"xyz": 1}, "Valid: learning_rate, batch_size"),
+        ("fast", {}, "config must be a SFTConfig"),
     ],
 )
 def test_unknown_keys_raise_with_the_valid_ones(config, overrides, phrase):
@@ -341,3 +341,71 @@ def test_batch_rebalance_splits_the_same_batch_and_follows_the_seed(tok, data, t
             progress=False,
             train_sampling_strategy="sorted",
         )
+
+
+# ---------- one output folder, one run (issue 14, case 3) ----------
+
+
+def run_quick(tok, data, out, **kw):
+    kw = {"max_steps": 2, "batch_size": 4, "save_steps": 1, "logging_steps": 1, "progress": False, **kw}
+    return train_sft_stage(load_model("tiny", device="cpu"), data["train"][:16], tok, output_dir=out, **kw)
+
+
+def test_another_runs_folder_is_refused_and_never_resumed(tok, data, tmp_path):
+    "The issue's case: a 7-step run in the folder, then a 2-step request that resumes. It must not resume that run."
+    run_quick(tok, data, tmp_path, max_steps=7)
+    (tmp_path / "notes.txt").write_text("mine")
+    before = {p.name for p in tmp_path.iterdir()}
+    for kw in ({}, {"resume_from_checkpoint": True}):
+        with pytest.raises(CourseError, match=r"holds another run \(config.max_steps: 7 there, 2 now\)"):
+            run_quick(tok, data, tmp_path, **kw)
+    assert {p.name for p in tmp_path.iterdir()} == before
+    with pytest.raises(CourseError, match="belongs to another run"):
+        run_quick(tok, data, tmp_path / "fresh", resume_from_checkpoint=tmp_path / "checkpoint-7")
+    run_quick(tok, data, tmp_path, overwrite_output_dir=True)
+    log = json.loads((tmp_path / "log_history.json").read_text())
+    assert log["global_step"] == 2 and (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    record = json.loads((tmp_path / "course_run.json").read_text())
+    assert record["config"]["max_steps"] == 2 and record["loss_on"] == "response" and record["seed"] == 0
+    assert json.loads((tmp_path / "checkpoint-2" / "course_run.json").read_text()) == record
+
+
+def test_resume_needs_a_checkpoint_of_this_run(tok, data, tmp_path):
+    with pytest.raises(CourseError, match="holds no complete checkpoint"):  # not transformers' ValueError
+        run_quick(tok, data, tmp_path / "a", resume_from_checkpoint=True)
+    run_quick(tok, data, tmp_path / "b", max_steps=4)
+    with pytest.raises(CourseError, match=r"belongs to another run \(train_data.sha256"):  # other data
+        train_sft_stage(
+            load_model("tiny", device="cpu"),
+            data["train"][16:32],
+            tok,
+            output_dir=tmp_path / "c",
+            max_steps=4,
+            batch_size=4,
+            save_steps=1,
+            logging_steps=1,
+            progress=False,
+            resume_from_checkpoint=tmp_path / "b" / "checkpoint-4",
+        )
+    with pytest.raises(CourseError, match=r"model.sha256"):  # another starting model
+        train_sft_stage(
+            load_model("tiny-sft", device="cpu"),
+            data["train"][:16],
+            tok,
+            output_dir=tmp_path / "b",
+            max_steps=4,
+            batch_size=4,
+            save_steps=1,
+            logging_steps=1,
+            progress=False,
+        )
+    with pytest.raises(CourseError, match="one or the other"):
+        run_quick(tok, data, tmp_path / "b", max_steps=4, overwrite_output_dir=True, resume_from_checkpoint=True)
+
+
+def test_empty_datasets_say_empty(tok, data, tmp_path):
+    for kw, phrase in (({"data": {"train": []}}, "dataset is empty"), ({"eval_dataset": []}, "eval_dataset is empty")):
+        with pytest.raises(CourseError, match=phrase):
+            run_quick(tok, kw.get("data", data), tmp_path / "x", **{k: v for k, v in kw.items() if k != "data"})
+    assert not (tmp_path / "x").exists()
