@@ -29,7 +29,8 @@ demo: install
 # Formatted and linted, notebooks and library in sync, every lesson executed, then the test suite.
 test: install lint test-sync test-nbs test-py test-browser
 
-# ruff formats the notebooks' code cells, the library and the tests; `make format` applies what `make lint` checks.
+# ruff formats the notebooks' code cells and the tests, and lints those and the library (which nbdev_export writes from
+# the formatted notebooks, left as nbdev writes it: see pyproject.toml); `make format` applies what `make lint` checks.
 lint: install
 	$(BIN)/ruff format --check nbs instruct_course tests
 	$(BIN)/ruff check nbs instruct_course tests
@@ -42,7 +43,6 @@ test-sync: install
 	$(BIN)/ruff format -q nbs
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
-	$(BIN)/ruff format -q instruct_course
 	@if [ -n "$$(git status --porcelain -- nbs instruct_course)" ]; then \
 	  echo "Notebooks and library are out of sync (edit nbs/, then run 'make export' and commit):"; \
 	  git status --porcelain -- nbs instruct_course; exit 1; fi
@@ -81,7 +81,6 @@ export: install
 	$(BIN)/ruff format -q nbs
 	$(BIN)/nbdev_clean
 	$(BIN)/nbdev_export
-	$(BIN)/ruff format -q instruct_course
 
 bench: install
 	$(BIN)/instruct-course bench sft --json

@@ -18,17 +18,8 @@ from .experiments.registry import EXPERIMENTS, get_experiment, import_target
 from .grading.grader import grade_main
 
 # %% auto #0
-__all__ = [
-    "DEMO",
-    "BENCHES",
-    "print_json",
-    "output_to_stderr",
-    "positive_int",
-    "demo_default_steps",
-    "demo_summary",
-    "build_parser",
-    "main",
-]
+__all__ = ['DEMO', 'BENCHES', 'print_json', 'output_to_stderr', 'positive_int', 'demo_default_steps', 'demo_summary',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #fe7456dc
 DEMO = "instruct_course.experiments.sft:run_demo"
@@ -50,7 +41,6 @@ def output_to_stderr(on: bool = True):
     "A context in which `print` goes to stderr (when `on`), keeping stdout for the JSON."
     return contextlib.redirect_stdout(sys.stderr) if on else contextlib.nullcontext()
 
-
 # %% ../nbs/90_cli.ipynb #23ba0d63
 def _cmd_world(a) -> None:
     counts = export_world(a.dir, seed=a.seed, n_train=a.n_train, n_eval=a.n_eval, n_docs=a.n_docs, force=a.force)
@@ -66,7 +56,6 @@ def _cmd_pretrain(a) -> None:
         h = pretrain(a.out, cfg=cfg, eval_texts=held)
     summary = {"tokens": h["tokens"], "seconds": round(h["seconds"], 1), "final_loss": h["loss"][-1]}
     print_json({**summary, "eval_perplexity": h.get("eval_perplexity")})
-
 
 # %% ../nbs/90_cli.ipynb #a88c3e03
 def positive_int(text: str) -> int:
@@ -97,7 +86,6 @@ class _DemoHelp(argparse.HelpFormatter):
         h = action.help or ""
         return h.replace("{demo_steps}", str(demo_default_steps())) if "{demo_steps}" in h else h
 
-
 # %% ../nbs/90_cli.ipynb #727ac429
 def demo_summary(metrics: dict, path) -> str:
     "A few lines for the shell: exact match before and after SFT per held-out split, the SFT run, and the file."
@@ -121,7 +109,6 @@ def _cmd_demo(a) -> None:
     else:
         print(demo_summary(metrics, Path(a.out) / "metrics.json"))
 
-
 # %% ../nbs/90_cli.ipynb #25f2ab19
 def _cmd_bench(a) -> None:
     fn = import_target(BENCHES[a.what], f"benchmark {a.what!r}")
@@ -135,7 +122,6 @@ def _cmd_experiment(a) -> None:
     with output_to_stderr():
         res = fn(out_dir=a.out or f"runs/{a.name}", seed=a.seed, quick=a.quick)
     print_json(res)
-
 
 # %% ../nbs/90_cli.ipynb #a23d2224
 def _add_world(sub) -> None:
@@ -174,7 +160,6 @@ def _add_demo(sub) -> None:
     d.add_argument("--json", action="store_true", help="print all the metrics as JSON (progress on stderr)")
     d.set_defaults(fn=_cmd_demo)
 
-
 # %% ../nbs/90_cli.ipynb #7d0b5bf2
 def _add_bench(sub) -> None:
     b = sub.add_parser("bench", help="benchmarks (JSON)")
@@ -206,7 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("grade", help="grade an exercise notebook (instruct-course grade --help)", add_help=False)
     return p
 
-
 # %% ../nbs/90_cli.ipynb #fe4ebd94
 def main(argv=None) -> int:
     "Entry point of the `instruct-course` command: 0 on success, 2 for an input or setup problem (message on stderr)."
@@ -223,7 +207,6 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
-
 
 # %% ../nbs/90_cli.ipynb #85a213b1
 if __name__ == "__main__" and Path(sys.argv[0]).name == "cli.py":

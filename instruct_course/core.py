@@ -20,35 +20,13 @@ import numpy as np
 import torch
 
 # %% auto #0
-__all__ = [
-    "BF16_FLAGS",
-    "BF16_MIN_WIDTH",
-    "CourseError",
-    "seed_everything",
-    "pick_device",
-    "cpu_flags",
-    "has_bf16_units",
-    "pick_dtype",
-    "is_offline",
-    "package_dir",
-    "assets_dir",
-    "run_dir",
-    "check_record",
-    "validate_records",
-    "make_config",
-    "read_jsonl",
-    "write_jsonl",
-    "append_jsonl",
-    "Timer",
-    "to_jsonable",
-    "save_json",
-]
-
+__all__ = ['BF16_FLAGS', 'BF16_MIN_WIDTH', 'CourseError', 'seed_everything', 'pick_device', 'cpu_flags', 'has_bf16_units',
+           'pick_dtype', 'is_offline', 'package_dir', 'assets_dir', 'run_dir', 'check_record', 'validate_records',
+           'make_config', 'read_jsonl', 'write_jsonl', 'append_jsonl', 'Timer', 'to_jsonable', 'save_json']
 
 # %% ../nbs/00_core.ipynb #0c482f6d
 class CourseError(ValueError):
     "An input or setup problem, with a message that names the field or record and the fix."
-
 
 # %% ../nbs/00_core.ipynb #43af03ae
 def seed_everything(seed: int = 0) -> int:
@@ -61,7 +39,6 @@ def seed_everything(seed: int = 0) -> int:
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
     return seed
-
 
 # %% ../nbs/00_core.ipynb #b419b18e
 def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
@@ -86,7 +63,6 @@ def pick_device(prefer: str | None = None) -> tuple[torch.device, torch.dtype]:
         return dev, (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return dev, torch.float32
 
-
 # %% ../nbs/00_core.ipynb #c28f70ee
 BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f")
 BF16_MIN_WIDTH = 384  # measured by bench/step on a 2-core AMX CPU: bf16 autocast pays from about this width up
@@ -107,7 +83,6 @@ def has_bf16_units(flags: dict[str, bool] | None = None) -> bool:
     "True when the CPU multiplies bf16 natively (AMX or AVX-512 BF16)."
     flags = cpu_flags() if flags is None else flags
     return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
-
 
 # %% ../nbs/00_core.ipynb #c28f70ef
 def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> torch.dtype:
@@ -131,7 +106,6 @@ def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> 
         print(f"number format: {str(dtype).replace('torch.', '')} on {device.type} ({why})")
     return dtype
 
-
 # %% ../nbs/00_core.ipynb #150843a3
 def is_offline() -> bool:
     "True when `HF_HUB_OFFLINE` or `TRANSFORMERS_OFFLINE` is set to a true value."
@@ -139,7 +113,6 @@ def is_offline() -> bool:
         os.environ.get(k, "").strip().lower() in ("1", "true", "yes", "on")
         for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
     )
-
 
 # %% ../nbs/00_core.ipynb #8da67cee
 def package_dir() -> Path:
@@ -171,7 +144,6 @@ def run_dir(name: str, root: str | os.PathLike | None = None, fresh: bool = Fals
         shutil.rmtree(d)
     d.mkdir(parents=True, exist_ok=True)
     return d
-
 
 # %% ../nbs/00_core.ipynb #5c0a1d2f
 def _schema(required) -> dict:
@@ -210,7 +182,6 @@ def check_record(record, required, where: str = "record") -> dict:
             raise CourseError(f"{where}: field {k!r} must be {_type_name(t)}, got {type(record[k]).__name__} ({value})")
     return record
 
-
 # %% ../nbs/00_core.ipynb #5c0a1d31
 def validate_records(records, required=(), where: str = "records", allow_empty: bool = False) -> list[dict]:
     """Check a list of records (see `check_record`); returns it as a list. Messages name `where[i]`, or `where:LINE`
@@ -227,7 +198,6 @@ def validate_records(records, required=(), where: str = "records", allow_empty: 
         line = rec.get("_line") if isinstance(rec, dict) else None
         check_record(rec, schema, f"{where}:{line}" if line is not None else f"{where}[{i}]")
     return records
-
 
 # %% ../nbs/00_core.ipynb #5c0a1d41
 def make_config(cls, config=None, aliases: dict[str, str] | None = None, **overrides):
@@ -248,7 +218,6 @@ def make_config(cls, config=None, aliases: dict[str, str] | None = None, **overr
             hints.append(f"{k!r}" + (f" ({hint})" if hint else ""))
         raise CourseError(f"unknown {cls.__name__} setting(s): {', '.join(hints)}. Valid: {', '.join(valid)}")
     return cls(**values)
-
 
 # %% ../nbs/00_core.ipynb #ddc005ec
 def read_jsonl(
@@ -306,7 +275,6 @@ def append_jsonl(records: Iterable[dict], path: str | os.PathLike) -> int:
             f.flush()
             n += 1
     return n
-
 
 # %% ../nbs/00_core.ipynb #52485672
 class Timer:

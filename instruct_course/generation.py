@@ -14,8 +14,7 @@ from .core import CourseError, seed_everything
 from .models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = ["stop_token_ids", "chat_prompt", "generate", "TextGenerator"]
-
+__all__ = ['stop_token_ids', 'chat_prompt', 'generate', 'TextGenerator']
 
 # %% ../nbs/09_generation.ipynb #9feefdf0
 def stop_token_ids(tokenizer) -> list[int]:
@@ -32,7 +31,6 @@ def chat_prompt(tokenizer, user: str, system: str | None = None) -> str:
     "Wrap `user` in the tokenizer's chat template (with the assistant turn opened)."
     msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
     return tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-
 
 # %% ../nbs/09_generation.ipynb #9feefdf2
 @torch.no_grad()
@@ -123,7 +121,6 @@ def generate(
     finally:
         tokenizer.padding_side = old_side
     return res
-
 
 # %% ../nbs/09_generation.ipynb #2a243cc7
 class TextGenerator:

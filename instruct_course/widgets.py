@@ -25,16 +25,8 @@ from .generation import generate
 from .models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = [
-    "svg_lines",
-    "svg_bars",
-    "mask_html",
-    "MaskExplorer",
-    "ModelComparer",
-    "TrainingDashboard",
-    "MixingExplorer",
-    "DataBrowser",
-]
+__all__ = ['svg_lines', 'svg_bars', 'mask_html', 'MaskExplorer', 'ModelComparer', 'TrainingDashboard', 'MixingExplorer',
+           'DataBrowser']
 
 # %% ../nbs/91_widgets.ipynb #9d52dc67
 _COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -84,7 +76,6 @@ def svg_bars(shares: dict[str, float], width: int = 360, bar: int = 16) -> str:
         parts.append(f'<text x="{114 + w:.1f}" y="{y + bar - 4}" font-size="12">{v:.1%}</text>')
     return "".join(parts) + "</svg>"
 
-
 # %% ../nbs/91_widgets.ipynb #3b959ff8
 _TOKENIZERS: dict = {}
 
@@ -111,7 +102,6 @@ def mask_html(input_ids, labels, attention_mask, tokenizer) -> str:
     legend = " ".join(f'<span style="{v}">{k}</span>' for k, v in styles.items())
     box = "font-family:monospace;white-space:pre-wrap;line-height:1.7"
     return f'<div style="{box}">{"".join(spans)}</div><div>{legend}</div>'
-
 
 # %% ../nbs/91_widgets.ipynb #ee2cc26f
 class MaskExplorer(W.VBox):
@@ -151,7 +141,6 @@ class MaskExplorer(W.VBox):
         self.summary.add_class("mask-summary")
         self._update()
 
-
 # %% ../nbs/91_widgets.ipynb #4bdd34a4
 @patch_to(MaskExplorer)
 def _example(self) -> tuple[dict, int]:
@@ -189,7 +178,6 @@ def _update(self, change=None) -> None:
     self.summary.value = " · ".join(f"<b>{k}</b> {v}" for k, v in self.counts.items())
     self.view.value = mask_html(ids, labels, mask, tok)
 
-
 # %% ../nbs/91_widgets.ipynb #427cfdb0
 class ModelComparer(W.VBox):
     "One prompt, several models side by side (`models`: label -> model name or directory); `.run()` fills `.outputs`."
@@ -220,7 +208,6 @@ class ModelComparer(W.VBox):
         self._loaded: dict = {}
         controls = [self.instruction, self.input, self.temperature, self.max_new_tokens, self.button]
         super().__init__(controls + [W.HBox(list(self.panes.values()))])
-
 
 # %% ../nbs/91_widgets.ipynb #1b485483
 @patch_to(ModelComparer)
@@ -255,7 +242,6 @@ def run(self) -> dict[str, str]:
         pane.value = f"<b>{html.escape(label)}</b> <code>{html.escape(str(self.models[label]))}</code><br>{body}"
     return dict(self.outputs)
 
-
 # %% ../nbs/91_widgets.ipynb #29338e97
 class TrainingDashboard(W.VBox):
     "Live charts of training metrics with a Stop button; `update(step, **metrics)`, `should_stop()`, `start(fn)`."
@@ -281,7 +267,6 @@ class TrainingDashboard(W.VBox):
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
-
 
 # %% ../nbs/91_widgets.ipynb #96ae29d7
 @patch_to(TrainingDashboard)
@@ -324,7 +309,6 @@ def loop_callback(self):
 
     return callback
 
-
 # %% ../nbs/91_widgets.ipynb #1039f61e
 @patch_to(TrainingDashboard)
 def start(self, fn, *args, background: bool = True, **kwargs) -> TrainingDashboard:
@@ -356,7 +340,6 @@ def result(self):
         raise self._error
     return self._result
 
-
 # %% ../nbs/91_widgets.ipynb #e3a25caa
 class MixingExplorer(W.VBox):
     "Per-task shares of a capped examples-proportional mixture (`.shares`), as the cap slider moves."
@@ -379,7 +362,6 @@ class MixingExplorer(W.VBox):
         self.note.value = f"cap {self.cap.value:,}: {capped} of {len(self.sizes)} tasks capped"
         self.chart.value = svg_bars(self.shares)
 
-
 # %% ../nbs/91_widgets.ipynb #defbc02d
 def _record_html(r: dict) -> str:
     "One generated record: status and reason; the parent and operation for an evolution; the text."
@@ -396,7 +378,6 @@ def _record_html(r: dict) -> str:
     if answer:
         body += f"<br><span style='color:#555'>→ {html.escape(str(answer))}</span>"
     return f'<div class="record" style="border-bottom:1px solid #ddd;padding:4px">{head}<br>{body}</div>'
-
 
 # %% ../nbs/91_widgets.ipynb #daa976ed
 class DataBrowser(W.VBox):

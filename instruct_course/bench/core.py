@@ -17,8 +17,7 @@ import torch
 from ..core import CourseError
 
 # %% auto #0
-__all__ = ["measure_peak_gflops", "load_average", "Turnstile", "run_in_turns", "PhaseTimer"]
-
+__all__ = ['measure_peak_gflops', 'load_average', 'Turnstile', 'run_in_turns', 'PhaseTimer']
 
 # %% ../../nbs/bench/core.ipynb #fee3ddca
 def measure_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
@@ -41,7 +40,6 @@ def load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except (OSError, AttributeError):
         return None
-
 
 # %% ../../nbs/bench/core.ipynb #cf8bd75b
 class Turnstile:
@@ -78,7 +76,6 @@ class Turnstile:
                 self._advance(name)
             self.cv.notify_all()
 
-
 # %% ../../nbs/bench/core.ipynb #b7b371b6
 def run_in_turns(jobs: dict) -> dict:
     "Run `jobs` ({name: fn(turnstile, name)}) in threads sharing one Turnstile; their results, or the first failure."
@@ -102,7 +99,6 @@ def run_in_turns(jobs: dict) -> dict:
         name, err = next(iter(errors.items()))
         raise CourseError(f"benchmark participant {name!r} failed: {type(err).__name__}: {err}") from err
     return results
-
 
 # %% ../../nbs/bench/core.ipynb #eff4dcb3
 class PhaseTimer:

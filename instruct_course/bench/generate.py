@@ -15,7 +15,7 @@ from ..generation import TextGenerator
 from ..models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = ["BENCH_PROMPTS", "bench_prompts", "bench_generate"]
+__all__ = ['BENCH_PROMPTS', 'bench_prompts', 'bench_generate']
 
 # %% ../../nbs/bench/generate.ipynb #eff0500e
 BENCH_PROMPTS = [
@@ -49,7 +49,6 @@ def _timed(gen: TextGenerator, prompts: list[str], batched: bool) -> tuple[list[
     t0 = time.perf_counter()
     out = gen(prompts) if batched else [gen([p], batch_size=1)[0] for p in prompts]
     return out, time.perf_counter() - t0
-
 
 # %% ../../nbs/bench/generate.ipynb #39953a62
 def bench_generate(

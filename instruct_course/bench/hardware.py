@@ -17,7 +17,7 @@ import torch
 from ..core import CourseError, cpu_flags, has_bf16_units
 
 # %% auto #0
-__all__ = ["DTYPES", "PEAK_SHAPES", "onednn_kernel", "matmul_gflops", "bench_peak"]
+__all__ = ['DTYPES', 'PEAK_SHAPES', 'onednn_kernel', 'matmul_gflops', 'bench_peak']
 
 # %% ../../nbs/bench/hardware.ipynb #d040dbe8
 _PROBE = "import torch; a = torch.randn(256, 128, dtype=torch.{d}); b = torch.randn(128, 256, dtype=torch.{d}); a @ b"
@@ -33,7 +33,6 @@ def onednn_kernel(dtype: str = "bfloat16", timeout: float = 60) -> str | None:
     )
     m = re.search(r"primitive,exec,cpu,matmul,([^,]+),", out.stdout + out.stderr)
     return m.group(1) if m else None
-
 
 # %% ../../nbs/bench/hardware.ipynb #1b3c8645
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -63,7 +62,6 @@ def matmul_gflops(m: int, k: int, n: int, dtype: str = "fp32", repeats: int = 10
             a @ b
         best = min(best, (time.perf_counter() - t) / inner)
     return 2 * m * k * n / best / 1e9
-
 
 # %% ../../nbs/bench/hardware.ipynb #ffa3e76a
 PEAK_SHAPES = {

@@ -20,7 +20,7 @@ from ..train.ppo import PPOConfig, train_ppo
 from ..train.ppo_rollout import load_policy, rollout
 
 # %% auto #0
-__all__ = ["BENCH_POLICY", "bench_ppo"]
+__all__ = ['BENCH_POLICY', 'bench_ppo']
 
 # %% ../../nbs/bench/ppo.ipynb #2ff578cf
 BENCH_POLICY = "tiny-sft"  # the shipped SFT model
@@ -34,7 +34,6 @@ def _bench_reward(proxy) -> tuple:
     except CourseError:
         gold = lambda recs, texts: [gold_reward(r, t) for r, t in zip(recs, texts)]
         return gold, None, "gold_reward (no RM found)"
-
 
 # %% ../../nbs/bench/ppo.ipynb #38aa5616
 def _rollout_speed(lm, tok, prompts: list[str], max_new_tokens: int, temperature: float, seed: int) -> dict:
@@ -56,7 +55,6 @@ def _rollout_speed(lm, tok, prompts: list[str], max_new_tokens: int, temperature
             "longest_response": int(ro["response_mask"].sum(1).max()),
         }
     return speed
-
 
 # %% ../../nbs/bench/ppo.ipynb #5559728b
 def bench_ppo(

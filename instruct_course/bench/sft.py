@@ -39,17 +39,8 @@ from ..models import load_model, load_tokenizer
 from ..train.sft import InstructionTrainer, SFTConfig, training_arguments
 
 # %% auto #0
-__all__ = [
-    "VARIANTS",
-    "OURS_SETTINGS",
-    "TRL_SETTINGS",
-    "FullHeadTrainer",
-    "trl_config",
-    "trl_records",
-    "bench_sft",
-    "phase_table",
-]
-
+__all__ = ['VARIANTS', 'OURS_SETTINGS', 'TRL_SETTINGS', 'FullHeadTrainer', 'trl_config', 'trl_records', 'bench_sft',
+           'phase_table']
 
 # %% ../../nbs/16_bench.ipynb #35f3a931
 class FullHeadTrainer(InstructionTrainer):
@@ -68,7 +59,6 @@ class FullHeadTrainer(InstructionTrainer):
                 f"non-finite SFT loss ({loss.item()}) at step {self.state.global_step}: lower the learning rate"
             )
         return (loss, None) if return_outputs else loss
-
 
 # %% ../../nbs/16_bench.ipynb #35ae18a0
 def trl_config(output_dir, steps: int, batch_size: int, max_length: int, seed: int, group_by_length: bool = False):
@@ -103,7 +93,6 @@ def trl_config(output_dir, steps: int, batch_size: int, max_length: int, seed: i
         train_sampling_strategy="group_by_length" if group_by_length else "random",
     )
 
-
 # %% ../../nbs/16_bench.ipynb #664298b1
 def trl_records(records) -> list[dict]:
     "Course records → TRL prompt-completion records (the strings `prepare_instruction_data` tokenises; TRL adds EOS)."
@@ -114,7 +103,6 @@ def trl_records(records) -> list[dict]:
         }
         for r in records
     ]
-
 
 # %% ../../nbs/16_bench.ipynb #1996343e
 def _run_ours(
@@ -155,7 +143,6 @@ def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_leng
 
     return fn
 
-
 # %% ../../nbs/16_bench.ipynb #1ce18bb9
 def _run_plain(records, steps, warmup, batch_size, max_length, seed, lr=None, max_grad_norm=1.0):
     "A plain torch loop over the batches our trainer sees: the same loss, clipping and fused AdamW."
@@ -195,7 +182,6 @@ def _run_plain(records, steps, warmup, batch_size, max_length, seed, lr=None, ma
 
     return fn
 
-
 # %% ../../nbs/16_bench.ipynb #d12571e6
 VARIANTS = ("ours_full_head", "trl_group_by_length", "ours_group_by_length")
 
@@ -219,7 +205,6 @@ def _contenders(records, steps, warmup, batch_size, max_length, seed, extra: tup
     }
     return jobs | {v: makers[v]() for v in VARIANTS if v in extra}
 
-
 # %% ../../nbs/16_bench.ipynb #357b062b
 def _measure(jobs: dict, threads: int | None, quiet: bool) -> tuple[dict, float, int]:
     "Run `jobs` in turns between peak measurements, progress bars off: (runs, peak GFLOP/s, torch threads used)."
@@ -242,7 +227,6 @@ def _measure(jobs: dict, threads: int | None, quiet: bool) -> tuple[dict, float,
         n_threads = torch.get_num_threads()
         torch.set_num_threads(old_threads)
     return runs, peak, n_threads
-
 
 # %% ../../nbs/16_bench.ipynb #f2d1bee6
 def _headline(runs: dict, peak: float, n_params: int) -> dict:
@@ -274,7 +258,6 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
             "same_batches_grouped": og["response_per_step"] == tg["response_per_step"],
         }
     return res
-
 
 # %% ../../nbs/16_bench.ipynb #7be2eb6b
 OURS_SETTINGS = (
@@ -312,7 +295,6 @@ def _settings(n_threads: int, n_params: int, n_records: int, **run) -> dict:
         "ours_settings": OURS_SETTINGS,
         "trl_settings": TRL_SETTINGS,
     }
-
 
 # %% ../../nbs/16_bench.ipynb #322cea8b
 def bench_sft(
@@ -355,7 +337,6 @@ def bench_sft(
     )
     res["runs"] = {k: {kk: vv for kk, vv in v.items() if kk != "response_per_step"} for k, v in runs.items()}
     return res
-
 
 # %% ../../nbs/16_bench.ipynb #ef19f686
 def phase_table(res: dict):

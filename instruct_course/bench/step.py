@@ -14,7 +14,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from ..core import CourseError, seed_everything
 
 # %% auto #0
-__all__ = ["STEP_MODES", "STEP_WIDTHS", "step_time", "bench_step"]
+__all__ = ['STEP_MODES', 'STEP_WIDTHS', 'step_time', 'bench_step']
 
 # %% ../../nbs/bench/step.ipynb #c5aee5a3
 STEP_MODES = ("fp32", "bf16_autocast", "bf16")
@@ -43,7 +43,6 @@ def _train_step(model, opt, x, mode: str) -> float:
     opt.step()
     opt.zero_grad(set_to_none=True)
     return loss.item()
-
 
 # %% ../../nbs/bench/step.ipynb #2a4ee68f
 def step_time(
@@ -95,7 +94,6 @@ def step_time(
         "warmup_seconds": round(warm, 1),
         "threads": torch.get_num_threads(),
     }
-
 
 # %% ../../nbs/bench/step.ipynb #4ad487ff
 STEP_WIDTHS = (128, 256, 384, 512)

@@ -15,18 +15,8 @@ from ..core import CourseError
 from ..data.masking import IGNORE_INDEX
 
 # %% auto #0
-__all__ = [
-    "PHASES",
-    "batch_counts",
-    "phase_ms",
-    "steady_stats",
-    "TurnClock",
-    "instrumented",
-    "model_targets",
-    "trainer_targets",
-    "timed_train",
-]
-
+__all__ = ['PHASES', 'batch_counts', 'phase_ms', 'steady_stats', 'TurnClock', 'instrumented', 'model_targets', 'trainer_targets',
+           'timed_train']
 
 # %% ../../nbs/bench/trainer.ipynb #b9a7428c
 def batch_counts(batch: dict) -> dict:
@@ -37,7 +27,6 @@ def batch_counts(batch: dict) -> dict:
     am = batch.get("attention_mask")
     real = int(am.sum()) if am is not None and am.dim() == 2 else lab.numel()
     return {"response": int((lab[:, 1:] != IGNORE_INDEX).sum()), "real": real, "slots": lab.numel()}
-
 
 # %% ../../nbs/bench/trainer.ipynb #05281c41
 PHASES = (
@@ -61,7 +50,6 @@ def phase_ms(timer: PhaseTimer, total_s: float, steps: int) -> dict:
     ex[PHASES[-1]] = total_s - sum(ex.values())
     return {k: round(1000 * v / steps, 1) for k, v in ex.items()}
 
-
 # %% ../../nbs/bench/trainer.ipynb #444ce72a
 def steady_stats(durations: list[float], counts: list[dict], warmup: int, timer: PhaseTimer) -> dict:
     "Throughput and phase times over the steps after `warmup`, from step durations and batch counts."
@@ -84,7 +72,6 @@ def steady_stats(durations: list[float], counts: list[dict], warmup: int, timer:
         "response_per_step": [x["response"] for x in counts],
         "phases_ms_per_step": phase_ms(timer, secs, n),
     }
-
 
 # %% ../../nbs/bench/trainer.ipynb #cf94cd27
 class TurnClock(TrainerCallback):
@@ -123,7 +110,6 @@ def instrumented(trainer_cls, seed: int):
 
     Timed.__name__ = Timed.__qualname__ = f"Timed{trainer_cls.__name__}"
     return Timed
-
 
 # %% ../../nbs/bench/trainer.ipynb #35d7d40e
 def model_targets(m) -> list:

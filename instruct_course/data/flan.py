@@ -16,26 +16,10 @@ from .masking import prepare_dataset
 from .world import FAMILIES, Template, get_family, instance_text
 
 # %% auto #0
-__all__ = [
-    "flan_task_templates",
-    "FLAN_TEMPLATES_PROVENANCE",
-    "TUTORIAL_TEMPLATE_IN_WORLD",
-    "template_table",
-    "template_fields",
-    "render_flan",
-    "format_options",
-    "all_renderings",
-    "record_identity",
-    "flan_text",
-    "format_zero_shot",
-    "format_few_shot",
-    "mixing_weights",
-    "Mixture",
-    "mix_tasks",
-    "check_no_leak",
-    "upsample_tasks",
-    "mix_pretraining",
-]
+__all__ = ['flan_task_templates', 'FLAN_TEMPLATES_PROVENANCE', 'TUTORIAL_TEMPLATE_IN_WORLD', 'template_table', 'template_fields',
+           'render_flan', 'format_options', 'all_renderings', 'record_identity', 'flan_text', 'format_zero_shot',
+           'format_few_shot', 'mixing_weights', 'Mixture', 'mix_tasks', 'check_no_leak', 'upsample_tasks',
+           'mix_pretraining']
 
 # %% ../../nbs/04_flan.ipynb #898c72d5
 # Source: the course's source tutorial, section "FLAN Task Formats", `flan_task_templates` (verbatim).
@@ -64,7 +48,6 @@ TUTORIAL_TEMPLATE_IN_WORLD = {
     "reasoning": ("word_problem", "wp_flan", "text"),
 }
 
-
 # %% ../../nbs/04_flan.ipynb #a1e3db60
 def _world_text(t: Template) -> str:
     "A world template as one FLAN-style string: the instruction, then the input on the next line."
@@ -90,7 +73,6 @@ def template_table() -> list[dict]:
     ]
     return rows
 
-
 # %% ../../nbs/04_flan.ipynb #c07bcc99
 def template_fields(template: str) -> list[str]:
     "The `{field}` names a template string needs, in order of first use."
@@ -106,7 +88,6 @@ def template_fields(template: str) -> list[str]:
                 f"template {template[:40]!r} has field {{{f}}}: fields must be plain names like {{input}}"
             )
     return list(dict.fromkeys(names))
-
 
 # %% ../../nbs/04_flan.ipynb #0e0d87b4
 def _resolve(template) -> tuple[str, str]:
@@ -149,7 +130,6 @@ def render_flan(template, **fields) -> str:
         _check_field(name, f, fields)
     return text.format(**fields)
 
-
 # %% ../../nbs/04_flan.ipynb #87a0bcff
 def format_options(options) -> str:
     "FLAN's options block: 'OPTIONS:' then one '- option' per line."
@@ -169,7 +149,6 @@ def format_options(options) -> str:
         raise CourseError(f"options has duplicates {dup}; each choice must appear once")
     return "OPTIONS:\n" + "\n".join(f"- {o}" for o in opts)
 
-
 # %% ../../nbs/04_flan.ipynb #fec6d212
 def all_renderings(family: str, inst: dict) -> list[dict]:
     "One instance under each template of its family (training templates first, then held-out ones)."
@@ -183,7 +162,6 @@ def all_renderings(family: str, inst: dict) -> list[dict]:
         )
         for t in fam.templates + fam.heldout_templates
     ]
-
 
 # %% ../../nbs/04_flan.ipynb #56fea6d4
 _REQUIRED = ("instruction", "input", "response")
@@ -203,7 +181,6 @@ def flan_text(rec: dict) -> str:
     "A record as one FLAN-style text: the instruction, then the input on the next line (if any)."
     return rec["instruction"] + ("\n" + rec["input"] if rec["input"] else "")
 
-
 # %% ../../nbs/04_flan.ipynb #1610174f
 def format_zero_shot(record: dict, cue: str = "Answer:") -> dict:
     """A zero-shot prompt for `record`: its text, then the answer cue. Returns prompt, response, task, template_id,
@@ -217,7 +194,6 @@ def format_zero_shot(record: dict, cue: str = "Answer:") -> dict:
         n_shots=0,
         exemplars=[],
     )
-
 
 # %% ../../nbs/04_flan.ipynb #a2d86eb1
 def _exemplar_candidates(record: dict, pool) -> list[tuple[str, dict]]:
@@ -255,7 +231,6 @@ def format_few_shot(record: dict, pool: list[dict], k: int = 3, seed: int = 0, c
     zs = format_zero_shot(record, cue)
     return {**zs, "prompt": "\n\n".join(blocks + [zs["prompt"]]), "n_shots": k, "exemplars": [eid for eid, _ in chosen]}
 
-
 # %% ../../nbs/04_flan.ipynb #319cce82
 def _check_sizes(sizes) -> None:
     if not isinstance(sizes, dict) or not sizes:
@@ -281,7 +256,6 @@ def mixing_weights(sizes: dict[str, int], cap: int | None = 3000) -> dict[str, f
     total = sum(capped.values())
     return {t: c / total for t, c in capped.items()}
 
-
 # %% ../../nbs/04_flan.ipynb #f7cb219f
 class Mixture(list):
     "A list of records plus how it was drawn: `sizes`, `weights`, `counts`, `repeats` per task."
@@ -300,7 +274,6 @@ class Mixture(list):
         lines.append(f"{'total':<16}{total:>8}{'':>16}{len(self):>7}{sum(self.repeats.values()):>9}")
         return "\n".join(lines)
 
-
 # %% ../../nbs/04_flan.ipynb #262eaaad
 def _exact_counts(capped: dict[str, int], n: int) -> dict[str, int]:
     """Largest remainder: floor(n * c_i / S), leftovers to the largest remainders (ties: order of the dict).
@@ -312,7 +285,6 @@ def _exact_counts(capped: dict[str, int], n: int) -> dict[str, int]:
     for t in order[: n - sum(counts.values())]:
         counts[t] += 1
     return counts
-
 
 # %% ../../nbs/04_flan.ipynb #19c37319
 def _check_datasets(datasets, n) -> None:
@@ -337,7 +309,6 @@ def _draw(n_records: int, count: int, rng: random.Random) -> list[int]:
         idx += p
     return idx[:count]
 
-
 # %% ../../nbs/04_flan.ipynb #1d21f324
 def mix_tasks(
     datasets: dict[str, list[dict]], n: int, cap: int | None = 3000, seed: int = 0, heldout_families=None
@@ -360,7 +331,6 @@ def mix_tasks(
     if heldout_families is not None:
         check_no_leak(out, heldout_families)
     return Mixture(out, sizes, weights, counts, repeats, cap)
-
 
 # %% ../../nbs/04_flan.ipynb #8dfd763e
 def _family_set(heldout_families) -> set[str]:
@@ -389,7 +359,6 @@ def _leak_message(train_records: list[dict], leaks: list[int], fams: set[str]) -
         "Remove them before training."
     )
 
-
 # %% ../../nbs/04_flan.ipynb #b700042f
 def check_no_leak(train_records: list[dict], heldout_families, heldout_templates=()) -> int:
     """Raise CourseError if a training record belongs to a held-out family (or uses a held-out template id);
@@ -408,7 +377,6 @@ def check_no_leak(train_records: list[dict], heldout_families, heldout_templates
     if leaks:
         raise CourseError(_leak_message(train_records, leaks, fams))
     return len(train_records)
-
 
 # %% ../../nbs/04_flan.ipynb #30d74e54
 def upsample_tasks(records, factors: dict[str, int], seed: int = 0) -> list[dict]:
@@ -429,7 +397,6 @@ def upsample_tasks(records, factors: dict[str, int], seed: int = 0) -> list[dict
     out = records + extra
     random.Random(seed).shuffle(out)
     return out
-
 
 # %% ../../nbs/04_flan.ipynb #2001be95
 def _document_rows(docs: list[str], tokenizer, n: int, n_tokens: int, rng: random.Random) -> list[dict]:

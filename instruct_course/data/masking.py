@@ -18,28 +18,10 @@ from ..core import CourseError, check_record
 IGNORE_INDEX = -100
 
 # %% auto #0
-__all__ = [
-    "IGNORE_INDEX",
-    "ALPACA_HEADER",
-    "ALPACA_INPUT_CONTEXT",
-    "PROMPT_STYLES",
-    "format_prompt",
-    "ExampleTooLong",
-    "special_token_strings",
-    "prepare_instruction_data",
-    "show_mask",
-    "decode_targets",
-    "prepare_dataset",
-    "pad_sequences",
-    "pad_token_id",
-    "InstructionCollator",
-    "masked_lm_loss",
-    "compute_instruction_loss",
-    "position_ids_from_mask",
-    "pack_examples",
-    "packed_attention_mask",
-    "collate_packed",
-]
+__all__ = ['IGNORE_INDEX', 'ALPACA_HEADER', 'ALPACA_INPUT_CONTEXT', 'PROMPT_STYLES', 'format_prompt', 'ExampleTooLong',
+           'special_token_strings', 'prepare_instruction_data', 'show_mask', 'decode_targets', 'prepare_dataset',
+           'pad_sequences', 'pad_token_id', 'InstructionCollator', 'masked_lm_loss', 'compute_instruction_loss',
+           'position_ids_from_mask', 'pack_examples', 'packed_attention_mask', 'collate_packed']
 
 # %% ../../nbs/03_masking.ipynb #94dd98c1
 ALPACA_HEADER = (
@@ -78,7 +60,6 @@ def _end_of_turn(tokenizer, style: str) -> str:
     )
     tail = probe.split("RESPONSE", 1)[1]
     return tail.rstrip("\n")
-
 
 # %% ../../nbs/03_masking.ipynb #b43b8f31
 class ExampleTooLong(CourseError):
@@ -122,7 +103,6 @@ def _prompt_cut(n_ids: int, n_resp: int, max_length: int, truncation: str) -> in
         raise ExampleTooLong(f"example is {n_ids} tokens (response {n_resp}) but max_length={max_length}: {why}")
     return max(0, n_ids - max_length)
 
-
 # %% ../../nbs/03_masking.ipynb #73190a66
 def special_token_strings(tokenizer) -> list[str]:
     "The strings this tokenizer reads as special tokens (EOS, pad, chat markers, ...), longest first."
@@ -144,7 +124,6 @@ def _refuse_special_text(texts: dict, tokenizer, style: str) -> None:
                 "template's own special tokens must stay special, so it would end the turn early. Remove it from "
                 "the record, or use style='tutorial' or 'alpaca', where user text is tokenised as plain text"
             )
-
 
 # %% ../../nbs/03_masking.ipynb #e7d6a601
 def prepare_instruction_data(
@@ -184,7 +163,6 @@ def _prepare(instruction, response, tokenizer, max_length, input, style, truncat
     labels = [t if r else IGNORE_INDEX for t, r in zip(ids, is_resp)]
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels}, cut
 
-
 # %% ../../nbs/03_masking.ipynb #e764b2a2
 def show_mask(example: dict, tokenizer, as_html: bool = True):
     "Render tokens with the trained ones highlighted (HTML in a notebook) or bracketed (text)."
@@ -207,7 +185,6 @@ def show_mask(example: dict, tokenizer, as_html: bool = True):
 def decode_targets(example: dict, tokenizer) -> str:
     "The text the loss trains on (labels != -100), decoded."
     return tokenizer.decode([t for t in example["labels"] if t != IGNORE_INDEX])
-
 
 # %% ../../nbs/03_masking.ipynb #f3dc124f
 def prepare_dataset(
@@ -248,7 +225,6 @@ def prepare_dataset(
         )
     return Dataset.from_list(rows), report
 
-
 # %% ../../nbs/03_masking.ipynb #0e79d6fb
 def pad_sequences(sequences, pad_value: int, side: str = "right", length: int | None = None) -> torch.Tensor:
     """Stack lists (or 1-D tensors) of ints into a `[B, L]` long tensor, filling with `pad_value` on `side`;
@@ -268,7 +244,6 @@ def pad_sequences(sequences, pad_value: int, side: str = "right", length: int | 
 def pad_token_id(tokenizer) -> int:
     "The tokenizer's pad id, or its EOS id when it has no pad token (GPT-2, many Llamas)."
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
 
 # %% ../../nbs/03_masking.ipynb #0e79d6fc
 @dataclass
@@ -295,7 +270,6 @@ class InstructionCollator:
             batch["labels"] = pad_sequences([f["labels"] for f in features], IGNORE_INDEX, side, n)
         return batch
 
-
 # %% ../../nbs/03_masking.ipynb #491503db
 def _no_response_tokens(like: torch.Tensor) -> torch.Tensor:
     "A zero loss (still attached to the graph) for a batch with nothing to train on, with a warning."
@@ -317,7 +291,6 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor, num_items: int | 
         reduction="sum",
     )
     return total / n
-
 
 # %% ../../nbs/03_masking.ipynb #36c08c5e
 def _head_only_ok(model) -> bool:
@@ -346,12 +319,10 @@ def compute_instruction_loss(model, batch: dict, tokenizer=None, num_items: int 
     logits = model.get_output_embeddings()(hidden[keep]).float()  # the head, on response positions only
     return F.cross_entropy(logits, labels[keep], reduction="sum") / n
 
-
 # %% ../../nbs/03_masking.ipynb #c3pos002
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     "Position ids that count only real tokens: `cumsum(mask) - 1`, clamped at 0 on padding (left or right)."
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
 
 # %% ../../nbs/03_masking.ipynb #04dec7be
 def pack_examples(examples: list[dict], max_length: int) -> list[dict]:
@@ -372,7 +343,6 @@ def pack_examples(examples: list[dict], max_length: int) -> list[dict]:
         cur["seq_lens"].append(n)
     return rows
 
-
 # %% ../../nbs/03_masking.ipynb #e52aff0f
 def packed_attention_mask(seq_lens: list[list[int]], length: int, dtype=torch.float32) -> torch.Tensor:
     """Additive 4D mask `[batch, 1, length, length]`: causal within each packed example, blocked across examples
@@ -387,7 +357,6 @@ def packed_attention_mask(seq_lens: list[list[int]], length: int, dtype=torch.fl
         for q in range(s, length):
             m[b, 0, q, q] = 0  # padding rows attend to themselves only (no NaN); their labels are -100
     return m
-
 
 # %% ../../nbs/03_masking.ipynb #0b717a15
 def collate_packed(rows: list[dict], tokenizer, dtype=torch.float32) -> dict:

@@ -12,24 +12,10 @@ from .flan import check_no_leak, template_fields
 from .world import get_family, instance_text, make_splits
 
 # %% auto #0
-__all__ = [
-    "TUTORIAL_MULTI_TASK_SOURCES",
-    "WORLD_STAND_INS",
-    "single_task_configs",
-    "SINGLE_TASK_WORLD_DATA",
-    "DEFAULT_TRAIN_FAMILIES",
-    "DEFAULT_UNSEEN_FAMILIES",
-    "format_multi_task_dataset",
-    "world_task_datasets",
-    "world_task_formats",
-    "single_task_fields",
-    "format_single_task",
-    "single_task_dataset",
-    "multitask_splits",
-    "answer_vocab",
-    "borrowed_family",
-    "borrowed_format_rate",
-]
+__all__ = ['TUTORIAL_MULTI_TASK_SOURCES', 'WORLD_STAND_INS', 'single_task_configs', 'SINGLE_TASK_WORLD_DATA',
+           'DEFAULT_TRAIN_FAMILIES', 'DEFAULT_UNSEEN_FAMILIES', 'format_multi_task_dataset', 'world_task_datasets',
+           'world_task_formats', 'single_task_fields', 'format_single_task', 'single_task_dataset', 'multitask_splits',
+           'answer_vocab', 'borrowed_family', 'borrowed_format_rate']
 
 # %% ../../nbs/13_multitask.ipynb #74e633a1
 # Source: the course's source tutorial, section "Multi-Task Instruction Tuning" (`multi_task_dataset`, hub ids and
@@ -75,7 +61,6 @@ def _as_record(out, task: str, i: int) -> dict:
             raise CourseError(f"{where}: empty {k!r}; fix the format function or filter the example out first")
     return {**rec, "task": task}
 
-
 # %% ../../nbs/13_multitask.ipynb #f43c1c92
 def _check_multi_task_args(datasets, task_formats, cap) -> None:
     if not isinstance(datasets, dict) or not datasets:
@@ -110,7 +95,6 @@ def _split_rows(task: str, ds, split: str) -> list:
         raise CourseError(f"dataset {task!r} ({split}) is empty")
     return rows
 
-
 # %% ../../nbs/13_multitask.ipynb #b5d77be1
 def format_multi_task_dataset(
     datasets: dict, task_formats: dict, split: str = "train", seed: int | None = 0, cap: int | None = None
@@ -127,7 +111,6 @@ def format_multi_task_dataset(
     if seed is not None:
         random.Random(seed).shuffle(combined)
     return combined
-
 
 # %% ../../nbs/13_multitask.ipynb #f75a55bc
 def world_task_datasets(families, n: int = 100, seed: int = 0) -> dict[str, dict[str, list[dict]]]:
@@ -162,7 +145,6 @@ def world_task_formats(families, seed: int = 0) -> dict:
 
     return {f: make(f) for f in families}
 
-
 # %% ../../nbs/13_multitask.ipynb #3ac02065
 # Source: the course's source tutorial, section "Single-Task Instruction Tuning" (`single_task_configs`, verbatim).
 single_task_configs = {
@@ -184,7 +166,6 @@ single_task_configs = {
 }
 # Which domains the embedded world can fill (None: bring your own data).
 SINGLE_TASK_WORLD_DATA = {"medical": None, "legal": None, "code": "code"}
-
 
 # %% ../../nbs/13_multitask.ipynb #20aa1ffb
 def single_task_fields(domain: str) -> list[str]:
@@ -211,7 +192,6 @@ def format_single_task(domain: str, example: dict) -> dict:
         "task": domain,
     }
 
-
 # %% ../../nbs/13_multitask.ipynb #da1c1810
 def _world_code_example(r: dict) -> dict:
     "A world code instance as the fields of the tutorial's code configuration (the explanation is generated)."
@@ -236,7 +216,6 @@ def single_task_dataset(domain: str, n: int = 100, seed: int = 0) -> list[dict]:
     rows = world_task_datasets([family], n=n, seed=seed)[family]["train"]
     return [format_single_task(domain, _world_code_example(r)) for r in rows]
 
-
 # %% ../../nbs/13_multitask.ipynb #18953882
 DEFAULT_TRAIN_FAMILIES = ("sentiment", "translate", "uppercase")  # three clusters: classification, translation, string
 DEFAULT_UNSEEN_FAMILIES = ("topic", "antonym", "compare", "plural", "reverse_words")  # five other families
@@ -250,7 +229,6 @@ def _check_plan(tr: list[str], un: list[str]) -> None:
     both = sorted(set(tr) & set(un))
     if both:
         raise CourseError(f"families {both} are both in training and unseen: an unseen family must never be trained on")
-
 
 # %% ../../nbs/13_multitask.ipynb #69c7069f
 def multitask_splits(
@@ -282,7 +260,6 @@ def multitask_splits(
             f"{len(overlap)} evaluation instance(s) also appear in training, e.g. {sorted(overlap)[0][:60]!r}"
         )
     return out
-
 
 # %% ../../nbs/13_multitask.ipynb #b9b7c571
 def answer_vocab(records) -> dict[str, set[str]]:

@@ -21,24 +21,9 @@ from .world import TOPIC_LABELS, final_answer, get_family, normalize_answer, sco
 from ..generation import generate
 
 # %% auto #0
-__all__ = [
-    "GOLD_WEIGHTS",
-    "RUDE_WORDS",
-    "LABEL_SETS",
-    "CORRUPTIONS",
-    "PAIR_FIELDS",
-    "gold_reward_parts",
-    "gold_reward",
-    "gold_rank",
-    "corrupt",
-    "check_ranking",
-    "expand_rankings",
-    "build_preference_data",
-    "validate_preferences",
-    "preferences_dataset",
-    "save_preferences",
-    "load_preferences",
-]
+__all__ = ['GOLD_WEIGHTS', 'RUDE_WORDS', 'LABEL_SETS', 'CORRUPTIONS', 'PAIR_FIELDS', 'gold_reward_parts', 'gold_reward',
+           'gold_rank', 'corrupt', 'check_ranking', 'expand_rankings', 'build_preference_data', 'validate_preferences',
+           'preferences_dataset', 'save_preferences', 'load_preferences']
 
 # %% ../../nbs/06a_preferences.ipynb #a6754574
 GOLD_WEIGHTS = {"correct": 0.60, "format": 0.15, "length": 0.10, "polite": 0.05, "no_repeat": 0.10}
@@ -46,7 +31,6 @@ RUDE_WORDS = ("stupid", "idiot", "dumb", "shut up", "whatever", "duh", "ugh", "o
 LABEL_SETS = {"sentiment": ("positive", "negative"), "topic": tuple(TOPIC_LABELS)}
 _LEAK = re.compile(r"(^|\n|\s)(Instruction|Input|Response|OPTIONS)\s*:|```")
 _RUDE = re.compile(r"\b(" + "|".join(re.escape(w) for w in RUDE_WORDS) + r")\b", re.I)
-
 
 # %% ../../nbs/06a_preferences.ipynb #pa000007
 def _bigram_share(text: str) -> float:
@@ -67,7 +51,6 @@ def _format_ok(task: str, response: str) -> float:
     if task in LABEL_SETS:
         return float(normalize_answer(r) in LABEL_SETS[task])
     return float("\n" not in r)
-
 
 # %% ../../nbs/06a_preferences.ipynb #pa000009
 def gold_reward_parts(record: dict, response: str) -> dict:
@@ -98,7 +81,6 @@ def gold_rank(record: dict, responses: list[str]) -> list[int]:
     scores = [gold_reward(record, r) for r in responses]
     return sorted(range(len(responses)), key=lambda i: -scores[i])
 
-
 # %% ../../nbs/06a_preferences.ipynb #b53cead5
 CORRUPTIONS = ("wrong_answer", "truncated", "off_format", "repetitive")
 
@@ -116,7 +98,6 @@ def _wrong_answer(record, rng):
         if score_response(record["task"], alt, ref) == 0:
             return alt
     return ref + " not"
-
 
 # %% ../../nbs/06a_preferences.ipynb #pa000011
 def corrupt(record: dict, kind: str, rng: random.Random) -> str:
@@ -143,7 +124,6 @@ def corrupt(record: dict, kind: str, rng: random.Random) -> str:
         last = ref.split()[-1]
         return ref + (" " + last) * 6
     raise CourseError(f"unknown corruption {kind!r}; valid: {CORRUPTIONS}")
-
 
 # %% ../../nbs/06a_preferences.ipynb #pa000012
 _RANKING_SCHEMA = {"prompt": str, "responses": list, "scores": list}
@@ -174,7 +154,6 @@ def check_ranking(ranking: dict, where: str = "ranking") -> dict:
     if src is not None and (not isinstance(src, list) or len(src) != len(resp)):
         raise CourseError(f"{where}: 'sources' must be a list with one entry per response, got {src!r:.60}")
     return ranking
-
 
 # %% ../../nbs/06a_preferences.ipynb #18b59b1b
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
@@ -219,7 +198,6 @@ def expand_rankings(
     stats["pairs"] = len(pairs)
     return pairs, stats
 
-
 # %% ../../nbs/06a_preferences.ipynb #pa000015
 def _sample_candidates(policy, tokenizer, prompts, k, temperatures, seed, max_new_tokens, batch_size, progress):
     "The K-2 policy samples of every prompt: `{(prompt index, slot): (text, temperature)}`, one batch per temperature."
@@ -259,7 +237,6 @@ def _rankings(records, prompts, samples, k, corruptions, seed) -> list[dict]:
         )
     return rankings
 
-
 # %% ../../nbs/06a_preferences.ipynb #1daa914d
 def build_preference_data(
     policy,
@@ -298,7 +275,6 @@ def build_preference_data(
 
 build_preference_data.last_stats = {}
 
-
 # %% ../../nbs/06a_preferences.ipynb #3983061b
 def validate_preferences(pairs: list[dict], where: str = "pairs") -> list[dict]:
     """Check preference pairs (`prompt`, `chosen`, `rejected` strings, chosen != rejected); returns them as a list.
@@ -315,7 +291,6 @@ def validate_preferences(pairs: list[dict], where: str = "pairs") -> list[dict]:
                 f"{at}: chosen == rejected ({p['chosen'][:40]!r}); a tie carries no preference: drop the pair"
             )
     return pairs
-
 
 # %% ../../nbs/06a_preferences.ipynb #pa000018
 def preferences_dataset(pairs: list[dict]) -> Dataset:

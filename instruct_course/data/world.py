@@ -18,37 +18,11 @@ from pathlib import Path
 from ..core import CourseError, write_jsonl
 
 # %% auto #0
-__all__ = [
-    "NAMES",
-    "CITIES",
-    "FOODS",
-    "FR_NOUNS",
-    "FR_ADJS",
-    "FR_VERBS",
-    "ANTONYMS",
-    "PLURALS",
-    "COLORS",
-    "WORDS",
-    "TOPIC_LABELS",
-    "FAMILIES",
-    "DEFAULT_HELDOUT_FAMILIES",
-    "SPLITS",
-    "PRETRAIN_WEIGHTS",
-    "Template",
-    "TaskFamily",
-    "normalize_answer",
-    "final_answer",
-    "get_family",
-    "list_families",
-    "score_response",
-    "render_record",
-    "make_splits",
-    "instance_text",
-    "eval_keys",
-    "pretraining_text",
-    "world_files",
-    "export_world",
-]
+__all__ = ['NAMES', 'CITIES', 'FOODS', 'FR_NOUNS', 'FR_ADJS', 'FR_VERBS', 'ANTONYMS', 'PLURALS', 'COLORS', 'WORDS',
+           'TOPIC_LABELS', 'FAMILIES', 'DEFAULT_HELDOUT_FAMILIES', 'SPLITS', 'PRETRAIN_WEIGHTS', 'Template',
+           'TaskFamily', 'normalize_answer', 'final_answer', 'get_family', 'list_families', 'score_response',
+           'render_record', 'make_splits', 'instance_text', 'eval_keys', 'pretraining_text', 'world_files',
+           'export_world']
 
 # %% ../../nbs/01_world.ipynb #c6e95ad9
 NAMES = "Tom Ann Ben Mia Sam Lea Max Eva Leo Zoe Dan Ivy Tim Amy Jon Kim Ray Sue Ned Liv".split()
@@ -155,7 +129,6 @@ WORDS = sorted(
     )
 )
 
-
 # %% ../../nbs/01_world.ipynb #221e772c
 @dataclass(frozen=True)
 class Template:
@@ -192,7 +165,6 @@ class TaskFamily:
         valid = [t.id for t in self.templates + self.heldout_templates]
         raise CourseError(f"family {self.name!r} has no template {template_id!r}; valid: {valid}")
 
-
 # %% ../../nbs/01_world.ipynb #4aae262a
 _ANSWER_RE = re.compile(r"The answer is (.+?)\.?\s*$")
 
@@ -206,7 +178,6 @@ def final_answer(text: str) -> str | None:
     "The `X` of a trailing 'The answer is X.', or None."
     m = _ANSWER_RE.search(normalize_answer(text))
     return m.group(1).strip() if m else None
-
 
 # %% ../../nbs/01_world.ipynb #d16c28b3
 _POS = "great lovely delicious wonderful excellent perfect fantastic pleasant superb charming".split()
@@ -228,7 +199,6 @@ def _sentiment(r):
     else:
         text = f"I found the {item} {a}. The {other} was {b}."
     return {"key": text, "text": text, "response": pol}
-
 
 # %% ../../nbs/01_world.ipynb #3b01688a
 _TOPICS = {
@@ -277,7 +247,6 @@ def _topic(r):
         "response": lab,
     }
 
-
 # %% ../../nbs/01_world.ipynb #48f5b267
 def _qa(r):
     people = r.sample(NAMES, r.choice([2, 3]))
@@ -320,7 +289,6 @@ def _summarize(r):
     text = " ".join(sents)
     return {"key": text, "text": text, "response": ev}
 
-
 # %% ../../nbs/01_world.ipynb #55a99960
 def _fr_np(noun, adj):
     fr, g = FR_NOUNS[noun]
@@ -341,7 +309,6 @@ def _translate(r):
     e2, f2 = _fr_np(n2, a2)
     en, fr = f"{e1} {v} {e2}", f"{f1} {FR_VERBS[v]} {f2}"
     return {"key": en, "text": en, "response": fr}
-
 
 # %% ../../nbs/01_world.ipynb #f24a4281
 def _add_steps(a, b):
@@ -382,7 +349,6 @@ def _compare(r):
     a, b = r.sample(range(10, 100), 2)
     return {"key": f"{a}?{b}", "a": a, "b": b, "response": str(max(a, b))}
 
-
 # %% ../../nbs/01_world.ipynb #14d45d12
 def _uppercase(r):
     text = " ".join(r.choice(WORDS) for _ in range(r.randint(2, 4)))
@@ -393,7 +359,6 @@ def _reverse(r):
     ws = r.sample(WORDS, 3)
     text = " ".join(ws)
     return {"key": text, "text": text, "response": " ".join(reversed(ws))}
-
 
 # %% ../../nbs/01_world.ipynb #8c3f9a3c
 _OPS2 = {
@@ -431,7 +396,6 @@ def _code(r):
     code = f"def {fn}({sig}):\n    return {body}"
     return {"key": f"{fn}|{desc}", "fname": fn, "desc": desc, "response": code}
 
-
 # %% ../../nbs/01_world.ipynb #2f4789b1
 _ANT = ANTONYMS + [(b, a) for a, b in ANTONYMS]
 
@@ -445,7 +409,6 @@ def _plural(r):
     n = r.choice(list(PLURALS))
     adj = r.choice(COLORS + ["small", "big", "old", "happy"])
     return {"key": f"{adj} {n}", "text": f"the {adj} {n}", "response": f"the {adj} {PLURALS[n]}"}
-
 
 # %% ../../nbs/01_world.ipynb #e80a66f4
 _T = Template
@@ -635,7 +598,6 @@ FAMILIES: dict[str, TaskFamily] = {
     ]
 }
 
-
 # %% ../../nbs/01_world.ipynb #e1ebca47
 def get_family(name: str) -> TaskFamily:
     "The family called `name`; an unknown name lists the valid ones."
@@ -658,7 +620,6 @@ def list_families() -> list[dict]:
         for f in FAMILIES.values()
     ]
 
-
 # %% ../../nbs/01_world.ipynb #4dfe187b
 def score_response(task: str, prediction: str, reference: str) -> float:
     "1.0 if `prediction` answers like `reference` for this task family, else 0.0."
@@ -667,7 +628,6 @@ def score_response(task: str, prediction: str, reference: str) -> float:
         ref = final_answer(reference)
         return float(ref is not None and final_answer(prediction) == ref)
     return float(normalize_answer(prediction) == normalize_answer(reference))
-
 
 # %% ../../nbs/01_world.ipynb #4a2778bf
 def render_record(
@@ -678,7 +638,6 @@ def render_record(
     tpl = fam.template(template_id) if template_id else (rng or random).choice(fam.templates)
     ins, inp = tpl.render(inst)
     return {"instruction": ins, "input": inp, "response": inst["response"], "task": fam.name, "template_id": tpl.id}
-
 
 # %% ../../nbs/01_world.ipynb #212239ea
 DEFAULT_HELDOUT_FAMILIES = ("antonym", "compare")
@@ -707,7 +666,6 @@ def _check_split_args(families: list[str], heldout_families, n_train: int, n_eva
     if n_train < 0 or n_eval < 0:
         raise CourseError("n_train and n_eval must be >= 0")
 
-
 # %% ../../nbs/01_world.ipynb #2ae8e896
 def make_splits(
     seed: int = 0, n_train: int = 600, n_eval: int = 40, heldout_families=DEFAULT_HELDOUT_FAMILIES, families=None
@@ -735,7 +693,6 @@ def make_splits(
     random.Random(seed).shuffle(splits["train"])
     return splits
 
-
 # %% ../../nbs/01_world.ipynb #d52882c7
 _CONSTANT_SLOTS = {"options", "labels"}  # the same for every instance: not part of its identity
 
@@ -761,7 +718,6 @@ def instance_text(rec: dict) -> str:
 def eval_keys(splits: dict[str, list[dict]]) -> set[str]:
     "The instance identities (see `instance_text`) used by the evaluation splits."
     return {instance_text(r) for s in SPLITS[1:] for r in splits[s]}
-
 
 # %% ../../nbs/01_world.ipynb #aecaf7ac
 def _digit_facts(r: random.Random) -> str:
@@ -803,7 +759,6 @@ def pretraining_text(
             docs.append(("\n" if any("\n" in p for p in parts) else " ").join(parts))
     return docs
 
-
 # %% ../../nbs/01_world.ipynb #58cfafa4
 def world_files() -> list[str]:
     "The files `export_world` writes."
@@ -827,7 +782,6 @@ def _export_target(out_dir, force: bool) -> Path:
             "(instruct-course world export DIR --force), which replaces only those files"
         )
     return out
-
 
 # %% ../../nbs/01_world.ipynb #8d93b533
 def _alive(pid: int) -> bool:
@@ -866,7 +820,6 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     for f in sorted(tmp.iterdir()):
         os.replace(f, out / f.name)
     tmp.rmdir()
-
 
 # %% ../../nbs/01_world.ipynb #9a22287d
 def _write_world(tmp: Path, splits: dict, seed: int, n_docs: int) -> dict[str, int]:

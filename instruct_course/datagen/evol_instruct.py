@@ -18,26 +18,10 @@ from .self_instruct import as_text_generator
 from ..metrics import UnicodeTokenizer, parse_grade, rouge_l
 
 # %% auto #0
-__all__ = [
-    "TUTORIAL_EVOLUTION_PROMPTS",
-    "EVOLUTION_OPS",
-    "MARKERS",
-    "STOP_WORDS",
-    "ELIMINATION_REASONS",
-    "JUDGE_PROMPT",
-    "evolution_prompt",
-    "instruction_elimination",
-    "response_elimination",
-    "prune",
-    "simulate_pruning",
-    "EvolInstructConfig",
-    "EvolInstructGenerator",
-    "evolution_jobs",
-    "evolution_record",
-    "next_pool",
-    "count_constraints",
-    "difficulty_by_level",
-]
+__all__ = ['TUTORIAL_EVOLUTION_PROMPTS', 'EVOLUTION_OPS', 'MARKERS', 'STOP_WORDS', 'ELIMINATION_REASONS', 'JUDGE_PROMPT',
+           'evolution_prompt', 'instruction_elimination', 'response_elimination', 'prune', 'simulate_pruning',
+           'EvolInstructConfig', 'EvolInstructGenerator', 'evolution_jobs', 'evolution_record', 'next_pool',
+           'count_constraints', 'difficulty_by_level']
 
 # %% ../../nbs/11_evol_instruct.ipynb #068c1111
 TUTORIAL_EVOLUTION_PROMPTS = {  # the source tutorial's EvolInstructGenerator.evolution_prompts, verbatim
@@ -105,7 +89,6 @@ def evolution_prompt(op: str) -> str:
     )
     return head + what + f"\n\n#Given Prompt#: {given}\n{tag} {new}\n\n#Given Prompt#: {{instruction}}\n{tag}"
 
-
 # %% ../../nbs/11_evol_instruct.ipynb #4554248c
 MARKERS = [
     "#rewritten prompt#",
@@ -129,7 +112,6 @@ _SORRY = re.compile(
 )
 ELIMINATION_REASONS = ["truncated", "empty", "copied_markers", "no_information_gain", "sorry", "stopwords_only"]
 
-
 # %% ../../nbs/11_evol_instruct.ipynb #ed312f44
 def instruction_elimination(parent: str, evolved: str, finish_reason: str = "stop", near: float = 0.9) -> str | None:
     "The first instruction-level reason an evolution failed, or None."
@@ -152,7 +134,6 @@ def response_elimination(response: str, max_words: int = 80) -> str | None:
     if all(w in STOP_WORDS for w in UnicodeTokenizer().tokenize(response)):
         return "stopwords_only"
     return None
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #b7afb625
 def prune(candidates: list, factor: int, strategy: str, rng: random.Random) -> list:
@@ -178,7 +159,6 @@ def simulate_pruning(
             current = prune(nxt, factor, strategy, rng)
             chosen.update(op for op, _ in current)
     return chosen
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #31310c6b
 @dataclass
@@ -227,7 +207,6 @@ class EvolInstructConfig:
                 f"got {self.temperature!r}, {self.top_p!r}"
             )
 
-
 # %% ../../nbs/11_evol_instruct.ipynb #367e9021
 def _clean(text: str) -> str:
     "A reply stripped of white space and of quotes around the whole of it."
@@ -249,7 +228,6 @@ class EvolInstructGenerator:
             print("the generator has no chat template: evolution prompts are sent as plain text")
         self.progress = progress
         self.counts = Counter()
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #20c232fb
 @patch
@@ -275,7 +253,6 @@ def evolve(self: EvolInstructGenerator, instruction: str, evolution_type: str) -
 def respond(self: EvolInstructGenerator, instructions: list[str], seed: int | None = None) -> list[dict]:
     "The model's answers to `instructions` (chat template, batched)."
     return self.gen(instructions, max_new_tokens=self.cfg.response_tokens, chat=True, seed=seed, **self.sampling)
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #d7378ad5
 def evolution_jobs(current: dict, ops: list[str], k: int, rng: random.Random) -> list[tuple]:
@@ -310,7 +287,6 @@ def evolution_record(rnd: int, j: int, seed: str, job: tuple, evolved: dict, nea
         "selected": False,
     }
 
-
 # %% ../../nbs/11_evol_instruct.ipynb #6499d7e3
 def next_pool(current: dict, recs: list[dict], factor: int, strategy: str, rng: random.Random, counts: Counter) -> dict:
     """Per seed, the instructions to evolve next round: its kept evolutions plus the parents whose every evolution
@@ -326,7 +302,6 @@ def next_pool(current: dict, recs: list[dict], factor: int, strategy: str, rng: 
                 c["selected"] = True
         nxt[sid] = chosen
     return nxt
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #27e835e5
 @patch
@@ -349,7 +324,6 @@ def _evolve_round(self: EvolInstructGenerator, rnd: int, current: dict, seeds: l
         r["status"] = "eliminated" if r["reason"] else "kept"
         self.counts[r["reason"] or "kept"] += 1
     return recs
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #2bd48887
 @patch
@@ -380,7 +354,6 @@ def generate_dataset(
         current = next_pool(current, recs, c.evolution_factor, c.prune_strategy, rng, self.counts)
     return records
 
-
 # %% ../../nbs/11_evol_instruct.ipynb #92f848d0
 _CUES = [
     r"\bmust\b",
@@ -410,7 +383,6 @@ def count_constraints(text: str) -> int:
     "A rough count of explicit constraints: cue words (must, at least, exactly, without, only, each, ...) and numbers."
     return len(_CUE_RE.findall(text))
 
-
 # %% ../../nbs/11_evol_instruct.ipynb #8f6f51fc
 JUDGE_PROMPT = (
     "Rate how difficult each task is, from 1 (very easy) to 10 (very hard).\n\n"  # three anchors, then the task
@@ -433,7 +405,6 @@ def judge(self: EvolInstructGenerator, instructions: list[str]) -> list[dict]:
         batch_size=self.cfg.batch_size,
     )
     return [{"score": parse_grade(o["text"], 10, exact=False), "reply": o["text"]} for o in outs]
-
 
 # %% ../../nbs/11_evol_instruct.ipynb #db44df9b
 def difficulty_by_level(records: list[dict], seed_instructions: list[str], judge=None) -> dict:

@@ -14,24 +14,9 @@ from ..core import CourseError, assets_dir, check_record, read_jsonl, validate_r
 from ..metrics import UnicodeTokenizer
 
 # %% auto #0
-__all__ = [
-    "SEED_FIELDS",
-    "BLACKLIST",
-    "REASONS",
-    "tutorial_is_valid",
-    "seed_tasks_path",
-    "load_seed_tasks",
-    "seed_records",
-    "demo_pools",
-    "instruction_reason",
-    "response_reason",
-    "parse_instance",
-    "candidate_record",
-    "finish_instance",
-    "leading_verb",
-    "quality_report",
-]
-
+__all__ = ['SEED_FIELDS', 'BLACKLIST', 'REASONS', 'tutorial_is_valid', 'seed_tasks_path', 'load_seed_tasks', 'seed_records',
+           'demo_pools', 'instruction_reason', 'response_reason', 'parse_instance', 'candidate_record',
+           'finish_instance', 'leading_verb', 'quality_report']
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #e2832313
 def tutorial_is_valid(instruction: str, response: str) -> bool:
@@ -43,7 +28,6 @@ def tutorial_is_valid(instruction: str, response: str) -> bool:
     if response.count(".") < 1:
         return False
     return True
-
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #2c596ffc
 SEED_FIELDS = {"instruction": str, "input": str, "output": str, "is_classification": bool}
@@ -73,7 +57,6 @@ def load_seed_tasks(path: str | Path | None = None) -> list[dict]:
             f"{path}: no seed tasks (the file is empty); add at least one JSON line with fields {list(SEED_FIELDS)}"
         )
     return out
-
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #8f5afa48
 def seed_records(seed_tasks=None) -> list[dict]:
@@ -110,7 +93,6 @@ def demo_pools(seeds: list[dict]) -> dict[bool, list[dict]]:
     if not demos[True] or not demos[False]:
         demos = {c: [s for s in load_seed_tasks() if s["is_classification"] == c] for c in (True, False)}
     return demos
-
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #7bae49ba
 BLACKLIST = [
@@ -149,7 +131,6 @@ REASONS = [
     "copied_response",
 ]
 
-
 # %% ../../nbs/10a_self_instruct_filters.ipynb #921c6d90
 def instruction_reason(
     instruction: str, finish_reason: str = "stop", min_words: int = 3, max_words: int = 150
@@ -169,7 +150,6 @@ def instruction_reason(
         return "blacklist"
     return None
 
-
 # %% ../../nbs/10a_self_instruct_filters.ipynb #e171bbea
 def _norm(s: str) -> str:
     return " ".join(UnicodeTokenizer().tokenize(s))
@@ -185,7 +165,6 @@ def response_reason(instruction: str, response: str, finish_reason: str = "stop"
     if r == i or (len(i) > 0 and r.startswith(i)):
         return "copied_response"
     return None
-
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #e1e6c54d
 _MARKERS = ["\nTask:", "\nInput:", "\nOutput:", "\nClass label:"]
@@ -211,7 +190,6 @@ def parse_instance(text: str, is_classification: bool) -> dict | None:
     if inp.lower().strip("<>") in ("none", "noinput", "no input", ""):
         inp = ""
     return {"input": inp, "output": _cut(rest)}
-
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #ff450b0f
 def candidate_record(b: int, k: int, n: int, proposal: dict, examples, why, rouge, nearest) -> dict:
@@ -249,13 +227,11 @@ def finish_instance(rec: dict, is_classification: bool, out: dict) -> dict:
     rec["status"], rec["reason"] = ("rejected", why) if why else ("accepted", None)
     return rec
 
-
 # %% ../../nbs/10a_self_instruct_filters.ipynb #230f7b9d
 def leading_verb(instruction: str) -> str:
     "First word of an instruction, lower-cased, skipping 'please'."
     words = [w for w in UnicodeTokenizer().tokenize(instruction) if w != "please"]
     return words[0] if words else ""
-
 
 # %% ../../nbs/10a_self_instruct_filters.ipynb #51850cf6
 def _stats(xs: list) -> dict:

@@ -30,19 +30,9 @@ from ..generation import TextGenerator
 from ..metrics import rouge_l
 
 # %% auto #0
-__all__ = [
-    "INSTANCE_STOP",
-    "SelfInstructConfig",
-    "rule_is_classification",
-    "instruction_prompt",
-    "instance_prompt",
-    "classification_prompt",
-    "classify_with_lm",
-    "read_complete_batches",
-    "as_text_generator",
-    "SelfInstructGenerator",
-]
-
+__all__ = ['INSTANCE_STOP', 'SelfInstructConfig', 'rule_is_classification', 'instruction_prompt', 'instance_prompt',
+           'classification_prompt', 'classify_with_lm', 'read_complete_batches', 'as_text_generator',
+           'SelfInstructGenerator']
 
 # %% ../../nbs/10b_self_instruct.ipynb #b8198a66
 @dataclass
@@ -83,7 +73,6 @@ class SelfInstructConfig:
         if self.classify not in ("rule", "lm"):
             raise CourseError(f"SelfInstructConfig.classify must be 'rule' or 'lm', got {self.classify!r}")
 
-
 # %% ../../nbs/10b_self_instruct.ipynb #d8de7525
 _CLS_RE = re.compile(
     r"\b(classify|categori[sz]e|label (the|each|it)|sentiment|(decide|determine|tell|check|identify) (if|whether)|"
@@ -97,7 +86,6 @@ def rule_is_classification(instruction: str) -> bool:
     "Pattern rule: does the task ask to choose from a small set of labels?"
     s = instruction.strip()
     return bool(_CLS_RE.search(s)) or bool(re.match(r"^(is|are|does|do|can|was|were)\b.*\?$", s, re.IGNORECASE))
-
 
 # %% ../../nbs/10b_self_instruct.ipynb #bfff305b
 INSTANCE_STOP = ["\nTask:", "\nTask "]  # an instance ends where the model starts the next task
@@ -130,7 +118,6 @@ def instance_prompt(instruction: str, is_classification: bool, demos: list[dict]
     s = "For each task, write an input and the correct output. Write 'Input: <none>' when the task needs no input.\n\n"
     s += "".join(f"Task: {d['instruction']}\nInput: {d['input'] or '<none>'}\nOutput: {d['output']}\n\n" for d in shots)
     return s + f"Task: {instruction}\nInput:"
-
 
 # %% ../../nbs/10b_self_instruct.ipynb #36307749
 def classification_prompt(instruction: str, demos: dict, k: int, rng: random.Random) -> str:
@@ -167,7 +154,6 @@ def classify_with_lm(
         out += (logits[:, yes] > logits[:, no]).tolist()
     return out
 
-
 # %% ../../nbs/10b_self_instruct.ipynb #19aa01a1
 def read_complete_batches(path: Path) -> list[dict]:
     "The records of complete batches in `path`; a torn last line or a half-written batch is removed from the file."
@@ -192,7 +178,6 @@ def read_complete_batches(path: Path) -> list[dict]:
         write_jsonl(keep, path)
     return keep
 
-
 # %% ../../nbs/10b_self_instruct.ipynb #290867c5
 def as_text_generator(model, tokenizer=None, device=None, **defaults) -> TextGenerator | None:
     """A `TextGenerator` for `model`: a name `models.load_model` knows (loaded on `device`, default the CPU), a loaded
@@ -206,7 +191,6 @@ def as_text_generator(model, tokenizer=None, device=None, **defaults) -> TextGen
             f"a loaded {type(model).__name__} needs its tokenizer: pass tokenizer=..., or the model's name"
         )
     return TextGenerator(model, tokenizer, **defaults)
-
 
 # %% ../../nbs/10b_self_instruct.ipynb #58a39a9c
 class SelfInstructGenerator:
@@ -239,7 +223,6 @@ class SelfInstructGenerator:
                 best, who = r, p
         return best, who
 
-
 # %% ../../nbs/10b_self_instruct.ipynb #f2dcbb5e
 @patch
 def reject_reason(
@@ -270,7 +253,6 @@ def _is_valid(self: SelfInstructGenerator, instruction: str, response: str) -> b
     "The tutorial's check, made real: True when the pair passes every filter against the current pool."
     return self.reject_reason(instruction, response)[0] is None
 
-
 # %% ../../nbs/10b_self_instruct.ipynb #5555d17d
 @patch
 def is_classification(self: SelfInstructGenerator, instructions: list[str], seed: int = 0) -> list[bool]:
@@ -287,7 +269,6 @@ def lm_is_classification(self: SelfInstructGenerator, instructions: list[str], s
         raise CourseError("this generator has no model; pass a model name, or a model and its tokenizer")
     c = self.cfg
     return classify_with_lm(self.model, self.tokenizer, instructions, self.demos, c.n_cls_demos, c.batch_size, seed)
-
 
 # %% ../../nbs/10b_self_instruct.ipynb #6437e62b
 @patch
@@ -330,7 +311,6 @@ def _batch(self: SelfInstructGenerator, b: int, n: int) -> list[dict]:
         finish_instance(r, y, o)
     self.machine = [m for m in self.machine if m.get("status") != "rejected"]
     return recs
-
 
 # %% ../../nbs/10b_self_instruct.ipynb #1c95f34d
 @patch

@@ -15,16 +15,7 @@ from ..core import CourseError
 from .evaluate import EvalResult
 
 # %% auto #0
-__all__ = [
-    "normalize_text",
-    "ngrams",
-    "record_text",
-    "ngram_overlap",
-    "contamination_report",
-    "plant_leak",
-    "score_with_without",
-]
-
+__all__ = ['normalize_text', 'ngrams', 'record_text', 'ngram_overlap', 'contamination_report', 'plant_leak', 'score_with_without']
 
 # %% ../../nbs/12d_contamination.ipynb #16bda6da
 def normalize_text(text: str) -> str:
@@ -46,7 +37,6 @@ def record_text(rec) -> str:
     if isinstance(rec, str):
         return rec
     return " ".join(str(rec.get(k, "")) for k in ("instruction", "input", "response"))
-
 
 # %% ../../nbs/12d_contamination.ipynb #901110c0
 def ngram_overlap(train_texts, eval_texts, n: int = 8, threshold: float = 0.8) -> list[dict]:
@@ -75,7 +65,6 @@ def ngram_overlap(train_texts, eval_texts, n: int = 8, threshold: float = 0.8) -
         )
     return out
 
-
 # %% ../../nbs/12d_contamination.ipynb #6e1085e8
 def contamination_report(train_records, eval_records, n: int = 8, threshold: float = 0.8) -> dict:
     "n-gram contamination of `eval_records` by `train_records`: counts, flagged indices, per-item overlaps."
@@ -103,14 +92,12 @@ def contamination_report(train_records, eval_records, n: int = 8, threshold: flo
         "items": items,
     }
 
-
 # %% ../../nbs/12d_contamination.ipynb #3bd866e9
 def plant_leak(train_records, eval_records, indices, copies: int = 1, seed: int = 0) -> list[dict]:
     "A training set with `copies` verbatim copies of eval_records[i] for i in `indices`, shuffled in with `seed`."
     out = list(train_records) + [dict(eval_records[i]) for i in indices for _ in range(copies)]
     random.Random(seed).shuffle(out)
     return out
-
 
 # %% ../../nbs/12d_contamination.ipynb #371781da
 def score_with_without(result, flagged, metric: str = "exact_match", families=None) -> dict:

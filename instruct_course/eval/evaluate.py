@@ -19,7 +19,7 @@ from ..metrics import exact_match, rouge_l, token_f1
 from ..models import load_model, load_tokenizer, perplexity
 
 # %% auto #0
-__all__ = ["METRICS", "REQUIRED_FIELDS", "check_eval_records", "EvalResult", "evaluate", "forgetting"]
+__all__ = ['METRICS', 'REQUIRED_FIELDS', 'check_eval_records', 'EvalResult', 'evaluate', 'forgetting']
 
 # %% ../../nbs/12b_evaluation.ipynb #3872f5b3
 METRICS = {
@@ -54,7 +54,6 @@ def _as_splits(dataset) -> dict[str, list]:
             raise CourseError("eval set is an empty dict: pass {split_name: records}")
         return {str(k): check_eval_records(v, f"eval split {k!r}") for k, v in dataset.items()}
     return {"eval": check_eval_records(dataset)}
-
 
 # %% ../../nbs/12b_evaluation.ipynb #ea368bce
 @dataclass
@@ -102,7 +101,6 @@ class EvalResult:
         means = {m: float(np.mean([v[m] for v in pf.values()])) for m in self.metrics}
         return {**means, "n": sum(v["n"] for v in pf.values())}
 
-
 # %% ../../nbs/12b_evaluation.ipynb #49920d4a
 @patch
 def table(self: EvalResult):
@@ -130,7 +128,6 @@ def to_dict(self: EvalResult) -> dict:
         "overall": {s: self.overall(s) for s in self.splits},
         "per_family": {s: self.per_family(s) for s in self.splits},
     }
-
 
 # %% ../../nbs/12b_evaluation.ipynb #6846f30a
 @patch
@@ -162,7 +159,6 @@ def plot(self: EvalResult, metric: str | None = None, ax=None, title: str | None
     ax.set_title(title or (self.label + " " if self.label else "") + what)
     return ax
 
-
 # %% ../../nbs/12b_evaluation.ipynb #13cb7b66
 def _keep_families(splits: dict[str, list], families) -> dict:
     "Drop (in place) the records of `splits` outside `families`; returns {family: records dropped}. No overlap: error."
@@ -184,7 +180,6 @@ def _keep_families(splits: dict[str, list], families) -> dict:
     if dropped:
         print(f"evaluate: dropped {sum(dropped.values())} records of families outside {sorted(want)}: {dropped}")
     return dropped
-
 
 # %% ../../nbs/12b_evaluation.ipynb #dec15c48
 def evaluate(
@@ -227,7 +222,6 @@ def evaluate(
             row[m] = float(METRICS[m](o["text"], r["response"], r["task"]))
         preds.append(row)
     return EvalResult(preds, metrics, list(splits), dropped, t.seconds, label)
-
 
 # %% ../../nbs/12b_evaluation.ipynb #26c61caf
 def forgetting(base_model, tuned_model, tokenizer, texts, block_size: int = 128, batch_size: int = 32) -> dict:

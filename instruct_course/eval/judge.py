@@ -20,22 +20,9 @@ from ..metrics import exact_match, parse_grade, pearson, spearman
 from ..models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = [
-    "SCORE_RUBRIC",
-    "PAIR_PROMPT",
-    "parse_choice",
-    "grade_reply",
-    "score_prompt",
-    "pair_prompts",
-    "pair_verdict",
-    "pairwise_summary",
-    "Judge",
-    "digit_token_ids",
-    "expected_grades",
-    "confusion_table",
-    "judge_agreement",
-    "judge_sample",
-]
+__all__ = ['SCORE_RUBRIC', 'PAIR_PROMPT', 'parse_choice', 'grade_reply', 'score_prompt', 'pair_prompts', 'pair_verdict',
+           'pairwise_summary', 'Judge', 'digit_token_ids', 'expected_grades', 'confusion_table', 'judge_agreement',
+           'judge_sample']
 
 # %% ../../nbs/12c_judge.ipynb #50acdc2b
 SCORE_RUBRIC = """Grade the answer to the task.
@@ -73,7 +60,6 @@ def grade_reply(reply: str) -> dict:
     score = parse_grade(reply, 5)
     return {"score": score, "raw": reply, "parseable": score is not None}
 
-
 # %% ../../nbs/12c_judge.ipynb #34d1f18c
 def _task_text(instruction: str, input: str = "") -> str:
     return instruction + (f"\n{input}" if input else "")
@@ -98,7 +84,6 @@ def pair_prompts(item: dict, max_chars: int = 600) -> list[str]:
         PAIR_PROMPT.format(task=task, reference=ref, a=item["b"], b=item["a"]),
     ]
 
-
 # %% ../../nbs/12c_judge.ipynb #edbc82cf
 def pair_verdict(first: str, second: str) -> dict:
     "The verdict from the replies to both orders: 'a' or 'b' when both name the same answer, else 'tie/inconsistent'."
@@ -122,7 +107,6 @@ def pairwise_summary(replies: list[str]) -> dict:
         "unparseable": len(replies) - len(choices),
         "asked": len(replies),
     }
-
 
 # %% ../../nbs/12c_judge.ipynb #c29cbd56
 class Judge:
@@ -154,7 +138,6 @@ class Judge:
         kw = dict(max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, chat=self.chat, progress=progress)
         return [o["text"] for o in generate(self.model, self.tokenizer, prompts, **kw)]
 
-
 # %% ../../nbs/12c_judge.ipynb #dee96482
 @patch
 def score_many(self: Judge, items: list[dict], progress: bool = False) -> list[dict]:
@@ -175,7 +158,6 @@ def score(self: Judge, instruction: str, input: str = "", response: str = "", re
     "Grade one response 1–5; `score` is None when the reply is not a valid grade (see `raw`)."
     return self.score_many([dict(instruction=instruction, input=input, response=response, reference=reference)])[0]
 
-
 # %% ../../nbs/12c_judge.ipynb #ed99bd4a
 @patch
 def compare_many(self: Judge, items: list[dict], progress: bool = False) -> dict:
@@ -193,7 +175,6 @@ def compare(self: Judge, instruction: str, a: str, b: str, input: str = "", refe
     "Which of `a`, `b` is better, asked in both orders: {'winner': 'a'|'b'|'tie/inconsistent', 'consistent', ...}."
     item = dict(instruction=instruction, input=input, a=a, b=b, reference=reference)
     return self.compare_many([item])["results"][0]
-
 
 # %% ../../nbs/12c_judge.ipynb #d875a468
 def digit_token_ids(tokenizer, name: str = "this model") -> list[int]:
@@ -240,7 +221,6 @@ def expected_grades(model, tokenizer, prompts: list[str], ids: list[int], batch_
         tokenizer.padding_side = old
     return out
 
-
 # %% ../../nbs/12c_judge.ipynb #2e75e6a3
 @patch
 def expected_scores(self: Judge, items: list[dict], progress: bool = False) -> list[dict]:
@@ -255,7 +235,6 @@ def expected_scores(self: Judge, items: list[dict], progress: bool = False) -> l
     ]
     prompts = [chat_prompt(self.tokenizer, p) if self.chat else p for p in prompts]
     return expected_grades(self.model, self.tokenizer, prompts, ids, self.batch_size)
-
 
 # %% ../../nbs/12c_judge.ipynb #07f13735
 def confusion_table(scores: list, em: list) -> dict:
@@ -277,7 +256,6 @@ def _agreement(s: np.ndarray, y: np.ndarray, threshold: float) -> dict:
         "mean_score_correct": float(s[y == 1].mean()) if (y == 1).any() else None,
         "mean_score_wrong": float(s[y == 0].mean()) if (y == 0).any() else None,
     }
-
 
 # %% ../../nbs/12c_judge.ipynb #be6c5c79
 def judge_agreement(
@@ -329,7 +307,6 @@ def judge_agreement(
             for r, p, e, g in zip(records, preds, em, graded)
         ],
     }
-
 
 # %% ../../nbs/12c_judge.ipynb #a1133fdb
 def judge_sample(predictions: list[dict], n: int, seed: int = 0) -> list[dict]:

@@ -24,8 +24,7 @@ from ..datagen.filters import load_seed_tasks, quality_report
 from ..datagen.self_instruct import SelfInstructConfig, SelfInstructGenerator
 
 # %% auto #0
-__all__ = ["plot_quality_report", "run_self_instruct", "pruning_comparison", "plot_difficulty", "run_evol_instruct"]
-
+__all__ = ['plot_quality_report', 'run_self_instruct', 'pruning_comparison', 'plot_difficulty', 'run_evol_instruct']
 
 # %% ../../nbs/experiments/datagen.ipynb #fd75a0c0
 def _finish(fig, out_dir, name: str) -> list[Path]:
@@ -71,7 +70,6 @@ def plot_quality_report(report: dict, out_dir: str | Path | None = None) -> list
     fig.tight_layout()
     return _finish(fig, out_dir, "self_instruct_report.png")
 
-
 # %% ../../nbs/experiments/datagen.ipynb #a269609f
 def run_self_instruct(
     out_dir: str | Path,
@@ -108,7 +106,6 @@ def run_self_instruct(
     save_json(rep, out_dir / "report.json")
     return rep
 
-
 # %% ../../nbs/experiments/datagen.ipynb #1c0ed101
 def pruning_comparison(records: list[dict], evolution_factor: int = 2, seed: int = 0) -> dict:
     "For the kept round-1 evolutions of each seed (in operation order), the operation types each pruning sends on."
@@ -124,7 +121,6 @@ def pruning_comparison(records: list[dict], evolution_factor: int = 2, seed: int
         for s in ("first", "sample"):
             out[s].update(r["evolution_type"] for r in prune(g, evolution_factor, s, rng))
     return {s: dict(c) for s, c in out.items()}
-
 
 # %% ../../nbs/experiments/datagen.ipynb #86be12fd
 def plot_difficulty(diff: dict, out_dir: str | Path | None = None) -> list[Path]:
@@ -146,7 +142,6 @@ def plot_difficulty(diff: dict, out_dir: str | Path | None = None) -> list[Path]
         ax[2].set_title(f"judge score 1-10 (unparseable: {counts})", fontsize=9)
     fig.tight_layout()
     return _finish(fig, out_dir, "evol_difficulty.png")
-
 
 # %% ../../nbs/experiments/datagen.ipynb #22073ae3
 def _evol_seeds(n_seeds: int, seed: int) -> list[str]:
@@ -179,7 +174,6 @@ def _evol_report(g, recs: list[dict], diff: dict, settings: dict) -> dict:
             s: dict(simulate_pruning(n_seeds, rounds, factor, s, seed=seed)) for s in ("first", "sample")
         },
     }
-
 
 # %% ../../nbs/experiments/datagen.ipynb #c325f951
 def run_evol_instruct(

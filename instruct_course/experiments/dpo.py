@@ -21,7 +21,7 @@ from ..train.ppo import PPOConfig, train_ppo
 from ..train.reward import load_reward_model
 
 # %% auto #0
-__all__ = ["POLICY", "REWARD_MODEL", "DPO_VS_PPO_SETTINGS", "eval_subset", "plot_tradeoff", "run_dpo_vs_ppo"]
+__all__ = ['POLICY', 'REWARD_MODEL', 'DPO_VS_PPO_SETTINGS', 'eval_subset', 'plot_tradeoff', 'run_dpo_vs_ppo']
 
 # %% ../../nbs/experiments/dpo.ipynb #b490c9b3
 POLICY = "tiny-sft"  # the shipped SFT model: the start of every run and the KL reference
@@ -65,7 +65,6 @@ def eval_subset(records: list[dict], per_family: int) -> list[dict]:
         by.setdefault(r["task"], []).append(r)
     return [r for k in sorted(by) for r in by[k][:per_family]]
 
-
 # %% ../../nbs/experiments/dpo.ipynb #81873871
 def _row(method: str, coef, res: dict, **extra) -> dict:
     "One result row: the method, its β (or KL coefficient), the evaluation numbers, and `extra`."
@@ -100,7 +99,6 @@ def plot_tradeoff(
     ax.legend()
     return ax
 
-
 # %% ../../nbs/experiments/dpo.ipynb #dd6a8438
 def _dpo_sweep(sft, tok, pairs: list[dict], S: dict, seed: int, ev, progress: bool) -> list[dict]:
     "DPO at every β of the settings `S`; one row each."
@@ -114,7 +112,6 @@ def _dpo_sweep(sft, tok, pairs: list[dict], S: dict, seed: int, ev, progress: bo
         extra = dict(steps=cfg.max_steps, train_seconds=h["seconds"], reward_accuracy=float(sum(acc) / len(acc)))
         rows.append(_row("dpo", beta, ev(pol), **extra))
     return rows
-
 
 # %% ../../nbs/experiments/dpo.ipynb #a7f49f81
 def _ppo_reward():
@@ -145,7 +142,6 @@ def _ppo_sweep(sft, tok, train_recs: list[dict], S: dict, seed: int, ev, progres
             pol, _ = train_ppo(copy.deepcopy(sft), rm, train_recs, cfg, **kw)
         rows.append(_row("ppo", coef, ev(pol), steps=cfg.steps, train_seconds=round(t.seconds, 1), reward=reward_name))
     return rows
-
 
 # %% ../../nbs/experiments/dpo.ipynb #e0082ffc
 def _save_tradeoff(out: Path, rows: list[dict]) -> None:

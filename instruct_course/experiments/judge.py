@@ -17,8 +17,7 @@ from ..eval.judge import Judge, judge_agreement, judge_sample
 from ..models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = ["plot_judge", "run_judge_agreement"]
-
+__all__ = ['plot_judge', 'run_judge_agreement']
 
 # %% ../../nbs/experiments/judge.ipynb #df58ba83
 def plot_judge(agreement: dict, pairwise: dict | None = None, path=None):
@@ -50,7 +49,6 @@ def plot_judge(agreement: dict, pairwise: dict | None = None, path=None):
         fig.savefig(path, dpi=100)
     return fig
 
-
 # %% ../../nbs/experiments/judge.ipynb #1a141d63
 _SPLIT_CACHE = {}
 
@@ -60,7 +58,6 @@ def _world_splits(seed: int):
     if seed not in _SPLIT_CACHE:
         _SPLIT_CACHE[seed] = make_splits(seed=seed)
     return _SPLIT_CACHE[seed]
-
 
 # %% ../../nbs/experiments/judge.ipynb #cb6a3aec
 def _judge_measurements(judge_model: str, predictions: list[dict], n_items: int, n_pairs: int, seed: int, progress):
@@ -91,7 +88,6 @@ def _pairwise_counts(cmp: dict) -> dict:
         "wrong_wins": wins.get("b", 0),
         "tie_inconsistent": wins.get("tie/inconsistent", 0),
     }
-
 
 # %% ../../nbs/experiments/judge.ipynb #8972bc6f
 def run_judge_agreement(

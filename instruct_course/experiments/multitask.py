@@ -30,14 +30,13 @@ from ..models import load_model, load_tokenizer
 from ..train.sft import evaluate_exact_match, train_sft_stage
 
 # %% auto #0
-__all__ = ["QUICK", "FULL", "multitask_table", "unseen_table", "plot_multitask", "run_multitask_experiment"]
+__all__ = ['QUICK', 'FULL', 'multitask_table', 'unseen_table', 'plot_multitask', 'run_multitask_experiment']
 
 # %% ../../nbs/experiments/multitask.ipynb #dd5af957
 # the lesson's run: about a minute alone on 2 CPU cores, two and a half under load
 QUICK = {"steps": 80, "n_train": 300, "n_eval": 16, "wide": False}
 # the lesson's table: about 5 minutes alone on 2 CPU cores (9 under load); adds the model tuned on every seen family
 FULL = {"steps": 250, "n_train": 600, "n_eval": 40, "wide": True}
-
 
 # %% ../../nbs/experiments/multitask.ipynb #0e400a30
 def _run_plan(data: dict, cfg: dict, seed: int) -> list[tuple[str, list[dict] | None]]:
@@ -49,7 +48,6 @@ def _run_plan(data: dict, cfg: dict, seed: int) -> list[tuple[str, list[dict] | 
         wide = multitask_splits(fams, data["unseen_families"], seed=seed, n_train=cfg["n_train"], n_eval=cfg["n_eval"])
         plan.append((f"multi-task ({len(fams)})", wide["train"]))
     return plan
-
 
 # %% ../../nbs/experiments/multitask.ipynb #077c1e64
 def _slug(name: str) -> str:
@@ -74,7 +72,6 @@ def _train_model(name: str, train: list[dict] | None, tok, out: Path, steps: int
                 )
     return model, t.seconds
 
-
 # %% ../../nbs/experiments/multitask.ipynb #1a63522b
 def _mean(xs):
     xs = list(xs)
@@ -97,7 +94,6 @@ def _evaluate_model(model, tok, data: dict, vocab: dict, max_new_tokens: int = 4
             ],
         }
     return res
-
 
 # %% ../../nbs/experiments/multitask.ipynb #10e8e6f4
 def _own(name: str, r: dict, train_families) -> list[str]:
@@ -129,7 +125,6 @@ def unseen_table(results: dict) -> pd.DataFrame:
     per_model = {n: r["unseen"]["per_task"] for n, r in results["models"].items()}
     return pd.DataFrame(per_model).T[results["unseen_families"]]
 
-
 # %% ../../nbs/experiments/multitask.ipynb #c14a172f
 def plot_multitask(results: dict, ax=None, title: str | None = None):
     "Grouped bars: in-domain (own families), held-out templates, unseen families; one bar per model."
@@ -157,7 +152,6 @@ def plot_multitask(results: dict, ax=None, title: str | None = None):
     ax.grid(axis="y", alpha=0.3)
     return ax
 
-
 # %% ../../nbs/experiments/multitask.ipynb #c79baa96
 def _save_results(results: dict, out: Path) -> None:
     "Write results.json (with the table) and multitask.png."
@@ -182,7 +176,6 @@ def _new_results(data: dict, cfg: dict, seed: int, quick: bool) -> dict:
         "models": {},
         "sizes": {k: len(data[k]) for k in ("train", "seen_instances", "seen_templates", "unseen")},
     }
-
 
 # %% ../../nbs/experiments/multitask.ipynb #1a805786
 def run_multitask_experiment(

@@ -23,25 +23,9 @@ from ..train.callbacks import EvalLossEarlyStopping, early_stop_index
 from ..train.sft import SFTConfig, evaluate_exact_match, instruction_training_config, train_sft_stage
 
 # %% auto #0
-__all__ = [
-    "PITFALLS_TABLE",
-    "QUICK",
-    "FULL",
-    "pitfall_setup",
-    "pitfall_train",
-    "curves",
-    "overfit_data",
-    "plot_overfitting",
-    "overfitting_runs",
-    "underfitting_runs",
-    "plot_underfitting",
-    "heldout_pretraining_text",
-    "forgetting_runs",
-    "plot_forgetting",
-    "contamination_runs",
-    "plot_contamination",
-    "run_pitfalls_experiment",
-]
+__all__ = ['PITFALLS_TABLE', 'QUICK', 'FULL', 'pitfall_setup', 'pitfall_train', 'curves', 'overfit_data', 'plot_overfitting',
+           'overfitting_runs', 'underfitting_runs', 'plot_underfitting', 'heldout_pretraining_text', 'forgetting_runs',
+           'plot_forgetting', 'contamination_runs', 'plot_contamination', 'run_pitfalls_experiment']
 
 # %% ../../nbs/experiments/pitfalls.ipynb #8c8173ea
 PITFALLS_TABLE = [
@@ -100,7 +84,6 @@ def pitfall_setup(seed: int = 0, quick: bool = True, **overrides) -> dict:
     splits = make_splits(seed=seed, n_train=cfg["n_train"], n_eval=cfg["n_eval"])
     return {"cfg": cfg, "seed": seed, "splits": splits, "tok": load_tokenizer("tiny")}
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #592eb556
 def pitfall_train(setup: dict, records, out_dir, eval_records=None, callbacks=(), **overrides):
     "A quiet `train_sft_stage` from the base model with the setup's steps (`overrides` on top); (model, log history)."
@@ -135,12 +118,10 @@ def curves(log: list[dict]) -> dict:
         "eval": [(h["step"], h["eval_loss"]) for h in log if "eval_loss" in h],
     }
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #42993129
 def overfit_data(setup: dict) -> tuple[list[dict], list[dict]]:
     "A deliberately tiny training set (the first `overfit_n` training records) and the held-out instances."
     return setup["splits"]["train"][: setup["cfg"]["overfit_n"]], setup["splits"]["heldout_instances"]
-
 
 # %% ../../nbs/experiments/pitfalls.ipynb #a139c24f
 def plot_overfitting(
@@ -170,7 +151,6 @@ def plot_overfitting(
     ax.grid(alpha=0.3)
     return ax
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #c9aa8800
 def overfitting_runs(setup: dict, out_dir) -> dict:
     "The overfitting run to the end, then again with `EvalLossEarlyStopping`: where the rule and the callback stop."
@@ -196,7 +176,6 @@ def overfitting_runs(setup: dict, out_dir) -> dict:
         "restored": stopper.restored,
         "log": log_full,
     }
-
 
 # %% ../../nbs/experiments/pitfalls.ipynb #4298b93f
 def underfitting_runs(setup: dict, out_dir) -> dict:
@@ -237,14 +216,12 @@ def plot_underfitting(runs: dict, ax=None, title="Underfitting: same steps, two 
     ax.grid(alpha=0.3)
     return ax
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #1ec24d91
 def heldout_pretraining_text(setup: dict) -> list[str]:
     "Plain documents of the pretraining kind that no run trains on (seed + 123; the mix uses seed + 456)."
     return pretraining_text(
         seed=setup["seed"] + 123, n_docs=setup["cfg"]["n_ppl_docs"], exclude=eval_keys(setup["splits"])
     )
-
 
 # %% ../../nbs/experiments/pitfalls.ipynb #93ab1e39
 def forgetting_runs(setup: dict, out_dir, sft_model=None, extra: dict | None = None) -> dict:
@@ -268,7 +245,6 @@ def forgetting_runs(setup: dict, out_dir, sft_model=None, extra: dict | None = N
         res["models"][name] = {"perplexity": perplexity(m, tok, held), "exact_match": em}
     return res
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #bd619ca7
 def plot_forgetting(res: dict, ax=None, title="Forgetting: perplexity on held-out pretraining text"):
     "Bars of perplexity per model, with exact match on held-out instructions written on each bar."
@@ -288,7 +264,6 @@ def plot_forgetting(res: dict, ax=None, title="Forgetting: perplexity on held-ou
     ax.grid(axis="y", alpha=0.3)
     return ax
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #cbf65118
 def _leaked_indices(records: list[dict], per_family: int) -> list[int]:
     "The first `per_family` indices of each task in `records`, sorted."
@@ -296,7 +271,6 @@ def _leaked_indices(records: list[dict], per_family: int) -> list[int]:
     for i, r in enumerate(records):
         by.setdefault(r["task"], []).append(i)
     return sorted(i for idx in by.values() for i in idx[:per_family])
-
 
 # %% ../../nbs/experiments/pitfalls.ipynb #991bf0de
 def contamination_runs(
@@ -334,7 +308,6 @@ def contamination_runs(
         "clean_model": scores(clean_model),
     }
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #4378b303
 def plot_contamination(res: dict, ax=None, title="Contamination: exact match on the held-out set"):
     "Exact match of the leaked and the clean model on all items, the flagged ones and the clean ones."
@@ -358,7 +331,6 @@ def plot_contamination(res: dict, ax=None, title="Contamination: exact match on 
     ax.grid(axis="y", alpha=0.3)
     return ax
 
-
 # %% ../../nbs/experiments/pitfalls.ipynb #79c48bc5
 def _pitfalls_figure(res: dict, path: Path) -> None:
     "The four plots in a 2x2 figure (no pyplot state: safe from a script)."
@@ -373,7 +345,6 @@ def _pitfalls_figure(res: dict, path: Path) -> None:
     plot_contamination(res["contamination"], ax=axs[1, 1])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-
 
 # %% ../../nbs/experiments/pitfalls.ipynb #b00216ae
 def run_pitfalls_experiment(

@@ -18,19 +18,8 @@ from ..train.ppo_rollout import gold_eval, load_policy, rollout
 from ..train.reward import load_reward_model
 
 # %% auto #0
-__all__ = [
-    "POLICY",
-    "PROXY_RM",
-    "OVEROPT_RUNS",
-    "OVEROPT_SETTINGS",
-    "smooth",
-    "LivePlot",
-    "LengthBiasedProxy",
-    "load_proxy",
-    "plot_overoptimization",
-    "run_overoptimization",
-]
-
+__all__ = ['POLICY', 'PROXY_RM', 'OVEROPT_RUNS', 'OVEROPT_SETTINGS', 'smooth', 'LivePlot', 'LengthBiasedProxy', 'load_proxy',
+           'plot_overoptimization', 'run_overoptimization']
 
 # %% ../../nbs/experiments/ppo.ipynb #a56dee4c
 def smooth(xs, window: int = 5) -> list[float]:
@@ -40,7 +29,6 @@ def smooth(xs, window: int = 5) -> list[float]:
         w = [v for v in xs[max(0, i - window + 1) : i + 1] if v is not None and math.isfinite(v)]
         out.append(float(np.mean(w)) if w else float("nan"))
     return out
-
 
 # %% ../../nbs/experiments/ppo.ipynb #c9088902
 class LivePlot:
@@ -67,7 +55,6 @@ class LivePlot:
             self.handle = display(self.fig, display_id=True)
         else:
             self.handle.update(self.fig)
-
 
 # %% ../../nbs/experiments/ppo.ipynb #1284ec29
 POLICY = "tiny-sft"  # the shipped SFT model: every run starts from it, and it is the KL reference
@@ -97,7 +84,6 @@ def load_proxy(proxy):
         alpha = float(str(proxy).split(":")[1]) if ":" in str(proxy) else 0.1
         return LengthBiasedProxy(rm, tok, alpha), None
     return load_reward_model(str(proxy))
-
 
 # %% ../../nbs/experiments/ppo.ipynb #bc4979cd
 OVEROPT_RUNS = {  # label -> PPOConfig overrides
@@ -133,7 +119,6 @@ def plot_overoptimization(histories: dict, window: int = 5, ax=None):
     ax.grid(alpha=0.3)
     return ax
 
-
 # %% ../../nbs/experiments/ppo.ipynb #5169195a
 def _peak(h: dict, window: int = 5) -> dict:
     "Peak and final smoothed gold reward with their KL, and the proxy's start, end and best step."
@@ -158,7 +143,6 @@ def _run_stats(hists: dict) -> dict:
     seconds = {k: round(sum(sum(h[t]) for t in times), 1) for k, h in hists.items()}
     return {"peak": {k: _peak(h) for k, h in hists.items()}, "seconds": seconds}
 
-
 # %% ../../nbs/experiments/ppo.ipynb #fffbbca5
 def _samples(policy, tok, records: list[dict], cfg: PPOConfig) -> list[dict]:
     "One sampled response per record, beside its reference answer."
@@ -179,7 +163,6 @@ def _save_plots(out: Path, hists: dict, proxy_name: str) -> None:
     axes = plot_history(hists, title=f"PPO against {proxy_name}")
     axes[0].figure.savefig(out / "training.png", dpi=100)
     plt.close(axes[0].figure)
-
 
 # %% ../../nbs/experiments/ppo.ipynb #c04db316
 def run_overoptimization(

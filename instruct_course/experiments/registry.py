@@ -11,7 +11,7 @@ from collections.abc import Callable
 from ..core import CourseError
 
 # %% auto #0
-__all__ = ["EXPERIMENTS", "import_target", "get_experiment"]
+__all__ = ['EXPERIMENTS', 'import_target', 'get_experiment']
 
 # %% ../../nbs/experiments/registry.ipynb #c888884a
 EXPERIMENTS = {  # name -> ("module:function", what it shows)
@@ -36,7 +36,6 @@ EXPERIMENTS = {  # name -> ("module:function", what it shows)
         "lesson 08 (DPO): DPO and PPO compared on gold reward at matched KL",
     ),
 }
-
 
 # %% ../../nbs/experiments/registry.ipynb #256637ae
 def import_target(spec: str, what: str = "function") -> Callable:

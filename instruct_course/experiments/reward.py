@@ -17,7 +17,7 @@ from ..models import load_model, load_tokenizer, shipped_model_dir
 from ..train.reward import evaluate_reward_model, train_reward_model
 
 # %% auto #0
-__all__ = ["SHIPPED_RM", "RM_BASE", "shipped_rm_stats", "make_shipped_reward_model"]
+__all__ = ['SHIPPED_RM', 'RM_BASE', 'shipped_rm_stats', 'make_shipped_reward_model']
 
 # %% ../../nbs/experiments/reward.ipynb #c49283ef
 SHIPPED_RM = "tiny-rm"  # assets/tiny-rm
@@ -30,7 +30,6 @@ def shipped_rm_stats(name: str = SHIPPED_RM) -> dict:
     if not p.exists():
         raise CourseError(f"{p} not found: run make_shipped_reward_model() to build the shipped reward model")
     return json.loads(p.read_text())
-
 
 # %% ../../nbs/experiments/reward.ipynb #9644a287
 def _preference_splits(seed, n_train_prompts, n_eval_prompts, k, progress) -> tuple:
@@ -45,7 +44,6 @@ def _preference_splits(seed, n_train_prompts, n_eval_prompts, k, progress) -> tu
         heldout = build_preference_data(policy, tok, recs, k=k, seed=seed + 1, progress=progress)
         st_eval = dict(build_preference_data.last_stats)
     return train, st_train, heldout, st_eval, t.seconds
-
 
 # %% ../../nbs/experiments/reward.ipynb #89292eeb
 _TRAINING_KEYS = (
@@ -79,7 +77,6 @@ def _rm_stats(made_by: str, seed: int, st_train, st_eval, metrics, heldout_eval,
         "gold_weights": GOLD_WEIGHTS,
         "eval_curve": curve,
     }
-
 
 # %% ../../nbs/experiments/reward.ipynb #98345f1e
 def make_shipped_reward_model(

@@ -19,7 +19,7 @@ from ..models import load_model, load_tokenizer, model_size
 from ..train.sft import SFTConfig, evaluate_exact_match, plot_loss, train_sft_stage
 
 # %% auto #0
-__all__ = ["COURSE_TASK_UPSAMPLE", "COURSE_DEMO_STEPS", "COURSE_DEMO_CONFIG", "run_demo"]
+__all__ = ['COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'run_demo']
 
 # %% ../../nbs/experiments/sft.ipynb #f1a77403
 COURSE_TASK_UPSAMPLE = {"qa": 6, "summarize": 6}  # the copy-from-context families, learned last (05_sft's table)
@@ -27,7 +27,6 @@ COURSE_DEMO_STEPS = 1400
 # make demo: SFTConfig's defaults with random batches of 16 for 1,400 steps: >= 90% on 5 of 6 training seeds, against
 # 3 of 6 for batches of 32 x 800 steps at about the same cost (05_sft's table).
 COURSE_DEMO_CONFIG = SFTConfig(max_steps=COURSE_DEMO_STEPS, batch_size=16, train_sampling_strategy="random")
-
 
 # %% ../../nbs/experiments/sft.ipynb #bf31923f
 def _first_per_task(records: list[dict], n: int) -> list[dict]:
@@ -49,7 +48,6 @@ def _demo_splits(seed: int, eval_per_family: int | None) -> dict:
         for s in SPLITS[1:]:
             splits[s] = _first_per_task(splits[s], eval_per_family)
     return splits
-
 
 # %% ../../nbs/experiments/sft.ipynb #7b8dcb09
 def _summary(res: dict) -> dict:
@@ -77,7 +75,6 @@ def _demo_metrics(before: dict, after: dict, log: dict, n_train: int, eval_secon
         "eval_seconds": round(eval_seconds, 1),
         **extra,
     }
-
 
 # %% ../../nbs/experiments/sft.ipynb #066ab614
 def _write_outputs(out: Path, log: dict, before: dict, after: dict) -> None:
@@ -117,7 +114,6 @@ def _print_report(before: dict, after: dict, log: dict, out: Path) -> None:
         f"SFT: {log['global_step']} steps in {log['train_seconds']:.0f} s; "
         f"wrote {out}/metrics.json, loss.png, predictions.jsonl"
     )
-
 
 # %% ../../nbs/experiments/sft.ipynb #bf8d8d44
 def run_demo(

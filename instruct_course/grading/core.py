@@ -22,36 +22,10 @@ from fastcore.basics import patch
 from ..core import CourseError, package_dir, to_jsonable, validate_records
 
 # %% auto #0
-__all__ = [
-    "RECORD_FIELDS",
-    "BEGIN",
-    "END",
-    "STUB",
-    "EXERCISE_MODULES",
-    "EXERCISES",
-    "QUICK_ENV",
-    "NOTEBOOK_DIR_ENV",
-    "NotAttempted",
-    "CheckFailed",
-    "Answers",
-    "Result",
-    "strip_solutions",
-    "solution_regions",
-    "cell_part",
-    "is_check_cell",
-    "read_notebook",
-    "solution_notebook",
-    "reference_solution",
-    "Part",
-    "Exercise",
-    "quick_mode",
-    "keep_dir",
-    "register",
-    "load_exercise",
-    "notebook_exercise",
-    "make_student_notebook",
-]
-
+__all__ = ['RECORD_FIELDS', 'BEGIN', 'END', 'STUB', 'EXERCISE_MODULES', 'EXERCISES', 'QUICK_ENV', 'NOTEBOOK_DIR_ENV',
+           'NotAttempted', 'CheckFailed', 'Answers', 'Result', 'strip_solutions', 'solution_regions', 'cell_part',
+           'is_check_cell', 'read_notebook', 'solution_notebook', 'reference_solution', 'Part', 'Exercise',
+           'quick_mode', 'keep_dir', 'register', 'load_exercise', 'notebook_exercise', 'make_student_notebook']
 
 # %% ../../nbs/15_grading.ipynb #0c1b2a01
 class NotAttempted(Exception):
@@ -60,7 +34,6 @@ class NotAttempted(Exception):
 
 class CheckFailed(Exception):
     "The answer is wrong; the message says where and why (never a hidden expected value)."
-
 
 # %% ../../nbs/15_grading.ipynb #b26d11d2
 RECORD_FIELDS = ("instruction", "input", "response", "task")  # an instruction record; `input` may be ""
@@ -104,7 +77,6 @@ class Answers:
         p = Path(v).expanduser()
         return p if p.is_absolute() else self.cwd / p
 
-
 # %% ../../nbs/15_grading.ipynb #5d1e2f01
 @patch
 def records(self: Answers, name: str, fields=RECORD_FIELDS, nonempty=("instruction", "response", "task")) -> list[dict]:
@@ -126,7 +98,6 @@ def cached(self: Answers, key, make: Callable):
     if key not in self.cache:
         self.cache[key] = make()
     return self.cache[key]
-
 
 # %% ../../nbs/15_grading.ipynb #0c1b2a05
 @dataclass
@@ -159,7 +130,6 @@ class Result:
         mark = {"correct": "✓ Correct", "wrong": "✗ Incorrect", "not_attempted": "… Not attempted yet"}[self.status]
         return f"{mark} ({self.name}, {self.points:g}/{self.max_points:g}): {self.message}"
 
-
 # %% ../../nbs/15_grading.ipynb #6030e74b
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB = 'raise NotImplementedError("your code here")'
@@ -191,7 +161,6 @@ def solution_regions(source: str) -> list[str]:
     pattern = rf"^[ \t]*{re.escape(BEGIN)}[ \t]*\n(.*?)^[ \t]*{re.escape(END)}[ \t]*$"
     return [textwrap.dedent(m) for m in re.findall(pattern, source, re.S | re.M)]
 
-
 # %% ../../nbs/15_grading.ipynb #ced04f89
 _PART_RE = re.compile(r"^#\s*PART:\s*(\w+)\s*$")
 _CALL_RE = re.compile(r"^[A-Za-z_][\w.]*\.(check|hint|solution)\(\s*\)\s*;?$")
@@ -210,7 +179,6 @@ def is_check_cell(source: str) -> bool:
     "True for cells of only check/hint/solution calls and comments: the grader drops them."
     lines = [x.strip() for x in source.split("\n") if x.strip() and not x.strip().startswith("#")]
     return all(_CALL_RE.match(x) for x in lines)
-
 
 # %% ../../nbs/15_grading.ipynb #0c1b2a08
 def read_notebook(path):
@@ -236,7 +204,6 @@ def read_notebook(path):
         raise CourseError(f"{p} is not a Jupyter notebook (no cells); grade the .ipynb file of an exercise")
     return nb
 
-
 # %% ../../nbs/15_grading.ipynb #0c1b2a11
 def solution_notebook(exercise: str, start: str | Path | None = None) -> Path | None:
     "`solutions/<exercise>.ipynb`, looked up from `start` (default: the working directory) and the source checkout."
@@ -257,7 +224,6 @@ def reference_solution(exercise: str, part: str, start: str | Path | None = None
         return None
     code = [c.source for c in nb.cells if c.cell_type == "code" and cell_part(c.source) == part]
     return "".join(r for src in code for r in solution_regions(src)) or None
-
 
 # %% ../../nbs/15_grading.ipynb #3c4e4abc
 @dataclass
@@ -292,7 +258,6 @@ class Part:
     def __repr__(self):
         return f"Part({self.name!r}: {self.title}, {self.points} points, reads {', '.join(self.needs)})"
 
-
 # %% ../../nbs/15_grading.ipynb #0fb1ff44
 @patch
 def check(self: Part, namespace: dict | None = None) -> None:
@@ -313,7 +278,6 @@ def solution(self: Part) -> None:
     code = reference_solution(self.exercise, self.name)
     where = f"exercises/solutions/{self.exercise}.ipynb"
     print(f"Solution ({self.name}):\n{code}" if code else f"No solution found: open {where} (part {self.name}).")
-
 
 # %% ../../nbs/15_grading.ipynb #0c1b2a16
 @dataclass
@@ -341,7 +305,6 @@ class Exercise:
 
     def grade(self, answers: Answers) -> list[Result]:
         return [p.grade(answers) for p in self.parts]
-
 
 # %% ../../nbs/15_grading.ipynb #0c1b2a17
 EXERCISE_MODULES = {  # exercise id -> module of instruct_course.grading that defines its EXERCISE
@@ -392,7 +355,6 @@ def load_exercise(name: str) -> Exercise:
             raise CourseError(f"{module}.EXERCISE is {ex.id!r}, but EXERCISE_MODULES lists it as {hits[0]!r}")
         register(ex)
     return EXERCISES[hits[0]]
-
 
 # %% ../../nbs/15_grading.ipynb #0c1b2a20
 def notebook_exercise(nb, path) -> Exercise:

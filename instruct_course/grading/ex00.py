@@ -8,8 +8,7 @@ from __future__ import annotations
 from .core import Answers, CheckFailed, Exercise, Part
 
 # %% auto #0
-__all__ = ["EXERCISE", "check_squares", "check_total"]
-
+__all__ = ['EXERCISE', 'check_squares', 'check_total']
 
 # %% ../../nbs/grading/ex00_warmup.ipynb #abd43ef4
 def check_squares(a: Answers) -> str:
@@ -33,7 +32,6 @@ def check_total(a: Answers) -> str:
     if t != sum(i * i for i in range(1, 11)):
         raise CheckFailed("`total` is not the sum of the first ten squares (check the range: 1..10 inclusive)")
     return "the sum of the first ten squares"
-
 
 # %% ../../nbs/grading/ex00_warmup.ipynb #76c0e1b3
 EXERCISE = Exercise(

@@ -19,7 +19,7 @@ from .core import Answers, CheckFailed, Exercise, Part
 from ..models import load_tokenizer
 
 # %% auto #0
-__all__ = ["EXERCISE", "expected_answer", "world_record", "check_dataset", "check_jsonl", "check_masked"]
+__all__ = ['EXERCISE', 'expected_answer', 'world_record', 'check_dataset', 'check_jsonl', 'check_masked']
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #bb5a840d
 _NUM = r"-?\d+(?:\.\d+)?"
@@ -66,7 +66,6 @@ def _answers_right(recs: list[dict]) -> int:
         )
     return n
 
-
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #1d22819e
 def _ws(s: str) -> str:
     return " ".join(str(s).split())
@@ -92,7 +91,6 @@ def _no_constant_task(recs: list[dict], min_per_task: int) -> None:
             raise CheckFailed(
                 f"all {n} records of task {t!r} have the response {answers.pop()[:40]!r}: vary the answers"
             )
-
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #431fe8f7
 def _literal(t) -> int:
@@ -123,7 +121,6 @@ def _not_copied(recs: list[dict], share: float = 0.5) -> None:
             "(make_splits): write your own generators"
         )
 
-
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #95d0c857
 def check_dataset(a: Answers, name="records", min_records=100, min_tasks=5, min_per_task=10) -> str:
     "At least `min_records` valid records, `min_tasks` tasks with `min_per_task` each, no duplicates, varied answers."
@@ -150,7 +147,6 @@ def check_dataset(a: Answers, name="records", min_records=100, min_tasks=5, min_
     per_task = ", ".join(f"{t}: {n}" for t, n in sorted(counts.items()))
     return f"{len(recs)} records, {len(counts)} task types ({per_task}), no duplicates, {n_checked} answers checked"
 
-
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #e9bdad37
 def _jsonl_rows(path) -> list[dict]:
     "The JSON objects of a JSONL file; `CheckFailed` naming the line that is not one."
@@ -169,7 +165,6 @@ def _jsonl_rows(path) -> list[dict]:
             raise CheckFailed(f"{path.name}:{ln}: a JSON {kind}, not an object; each line must be one record")
         rows.append(row)
     return rows
-
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #0745afbb
 def check_jsonl(a: Answers) -> str:
@@ -201,7 +196,6 @@ def check_jsonl(a: Answers) -> str:
                 )
     return f"{len(rows)} records round-trip through datasets unchanged"
 
-
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #13880d68
 def _course_tokenizer(a: Answers):
     return a.cached("tokenizer", lambda: load_tokenizer("tiny"))
@@ -232,7 +226,6 @@ def _example_lists(ex, where: str, vocab_size: int) -> tuple[list, list]:
         raise CheckFailed(f"{where}: attention_mask must be all 1s before padding (padding is the collator's job)")
     return ids, labels
 
-
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #7e18a047
 def _trained_block(ids: list, labels: list, where: str, tok) -> int:
     "Where the trained tokens start; they must be the tokens themselves, one block at the end, ending in EOS."
@@ -259,7 +252,6 @@ def _trained_block(ids: list, labels: list, where: str, tok) -> int:
             "append EOS and train it, or the model never learns to stop"
         )
     return k
-
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #5882eef8
 def _check_target(ids: list, k: int, rec: dict, where: str, records_name: str, i: int, tok) -> None:
@@ -297,7 +289,6 @@ def _check_prompt(ids: list, k: int, rec: dict, where: str, records_name: str, i
         "input): prepare one example per record, in the same order"
     )
 
-
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #a139da7d
 def check_masked(a: Answers, name: str = "examples", records_name: str = "records") -> str:
     "Every example trains exactly its record's response (+ EOS) under the course tokenizer."
@@ -318,7 +309,6 @@ def check_masked(a: Answers, name: str = "examples", records_name: str = "record
         _check_target(ids, k, r, where, records_name, i, tok)
         _check_prompt(ids, k, r, where, records_name, i, tok)
     return f"all {len(exs)} examples train exactly their response + EOS"
-
 
 # %% ../../nbs/grading/ex01_instruction_dataset.ipynb #e390f55e
 EXERCISE = Exercise(

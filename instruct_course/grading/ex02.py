@@ -20,22 +20,9 @@ from ..train.runs import RUN_RECORD, fingerprint_dataset, fingerprint_model
 from ..train.sft import evaluate_exact_match
 
 # %% auto #0
-__all__ = [
-    "GRADER_SEED",
-    "HIDDEN_PER_FAMILY",
-    "MIN_IMPROVEMENT",
-    "REPORT_TOLERANCE",
-    "LOSS_SLACK",
-    "EXERCISE",
-    "check_split",
-    "check_train_masking",
-    "check_before",
-    "check_after",
-    "hidden_heldout",
-    "train_loss",
-    "check_run",
-    "check_model",
-]
+__all__ = ['GRADER_SEED', 'HIDDEN_PER_FAMILY', 'MIN_IMPROVEMENT', 'REPORT_TOLERANCE', 'LOSS_SLACK', 'EXERCISE', 'check_split',
+           'check_train_masking', 'check_before', 'check_after', 'hidden_heldout', 'train_loss', 'check_run',
+           'check_model']
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #de62ea09
 GRADER_SEED = 9173  # the hidden held-out set's seed; learners use their own (make_splits(seed=0) in the exercise)
@@ -43,7 +30,6 @@ HIDDEN_PER_FAMILY = 40  # drawn per trained family, before removing instances th
 MIN_IMPROVEMENT = 0.30  # after - before, exact match on the hidden set
 REPORT_TOLERANCE = 0.05  # |reported - measured| exact match
 LOSS_SLACK = 0.5  # the saved model's loss on its training data may exceed the last logged loss by 0.5 + 50%
-
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #03bbc41e
 def _world_records(a: Answers, name: str) -> list[dict]:
@@ -64,7 +50,6 @@ def _world_records(a: Answers, name: str) -> list[dict]:
             ) from None
     a.cache[f"keys:{name}"] = keys
     return recs
-
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #f14ba51c
 def check_split(a: Answers) -> str:
@@ -97,7 +82,6 @@ def check_split(a: Answers) -> str:
 def check_train_masking(a: Answers) -> str:
     "`train_examples` passes exercise 1's masking check against `train_records`."
     return check_masked(a, "train_examples", "train_records")
-
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #11104c9b
 def _load_sft(a: Answers):
@@ -142,7 +126,6 @@ def _reported(a: Answers, name: str) -> float:
         )
     return float(em)
 
-
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #8edeb2e7
 def check_before(a: Answers) -> str:
     "The reported `before` is what the base model scores on `eval_records`."
@@ -171,7 +154,6 @@ def check_after(a: Answers) -> str:
         raise CheckFailed(f"after ({got:.1%}) is not higher than before ({rep_before:.1%}) on your eval_records")
     return f"your model on your held-out records: {got:.1%} (reported {rep:.1%}), up from {rep_before:.1%}"
 
-
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #0fb85f10
 def hidden_heldout(train_records: list[dict]) -> list[dict]:
     "The grader's held-out set: new instances of the trained families, none seen in training (by instance identity)."
@@ -179,7 +161,6 @@ def hidden_heldout(train_records: list[dict]) -> list[dict]:
     seen = {instance_text(r) for r in train_records}
     splits = make_splits(seed=GRADER_SEED, n_train=0, n_eval=HIDDEN_PER_FAMILY, families=fams, heldout_families=())
     return [r for r in splits["heldout_instances"] if instance_text(r) not in seen]
-
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #fdc83373
 def _fingerprint_of(data, cfg: dict, tok) -> str | None:
@@ -209,7 +190,6 @@ def _fingerprints(a: Answers) -> dict:
 
     return a.cached("fingerprints", make)
 
-
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #4760f8d2
 @torch.no_grad()
 def train_loss(model, tok, data, cfg: dict, n: int = 64) -> float:
@@ -233,7 +213,6 @@ def _read_run(out_dir, where: str) -> tuple[dict, dict]:
         return json.loads((out_dir / RUN_RECORD).read_text()), json.loads((out_dir / "log_history.json").read_text())
     except (OSError, ValueError) as e:
         raise CheckFailed(f"{where}: {RUN_RECORD} or log_history.json cannot be read ({type(e).__name__})") from None
-
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #a09d24c2
 def _check_record(rec: dict, log: dict, where: str, base: str) -> None:
@@ -275,7 +254,6 @@ def check_run(a: Answers, out_dir, where: str, data: dict, model) -> dict:
         )
     return {**rec, "data_name": names[0], "global_step": log["global_step"], "loss": loss, "logged_loss": logged[-1]}
 
-
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #08e10b6f
 def check_model(a: Answers) -> str:
     "The saved model is the learner's run's, and it beats the base model by `MIN_IMPROVEMENT` on the hidden set."
@@ -303,7 +281,6 @@ def check_model(a: Answers) -> str:
             "Train longer, or on easier families (see the hint)"
         )
     return msg
-
 
 # %% ../../nbs/grading/ex02_sft_before_after.ipynb #fc988a0e
 EXERCISE = Exercise(

@@ -20,34 +20,10 @@ from ..metrics import UnicodeTokenizer, rouge_l
 from ..models import load_model, load_tokenizer
 
 # %% auto #0
-__all__ = [
-    "GRADER_SEED",
-    "REASONS",
-    "ROUGE_THRESHOLD",
-    "MIN_WORDS",
-    "MAX_WORDS",
-    "PROMPT_HEAD",
-    "MACHINE_EXAMPLE",
-    "TARGETS",
-    "REPLAY_AGREEMENT",
-    "FILTER_CASES",
-    "POOL_FIELDS",
-    "SETTING_FIELDS",
-    "EXERCISE",
-    "targets",
-    "failing_rules",
-    "prompt_tasks",
-    "check_prompt",
-    "check_filters",
-    "read_pool",
-    "check_pool",
-    "same_text",
-    "replay_batches",
-    "check_generated",
-    "pool_report",
-    "check_report",
-    "check_ratings",
-]
+__all__ = ['GRADER_SEED', 'REASONS', 'ROUGE_THRESHOLD', 'MIN_WORDS', 'MAX_WORDS', 'PROMPT_HEAD', 'MACHINE_EXAMPLE', 'TARGETS',
+           'REPLAY_AGREEMENT', 'FILTER_CASES', 'POOL_FIELDS', 'SETTING_FIELDS', 'EXERCISE', 'targets', 'failing_rules',
+           'prompt_tasks', 'check_prompt', 'check_filters', 'read_pool', 'check_pool', 'same_text', 'replay_batches',
+           'check_generated', 'pool_report', 'check_report', 'check_ratings']
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #2fbc1006
 GRADER_SEED = 5417  # picks the batches the grader regenerates (with the pool file's hash): the learner cannot tell
@@ -66,7 +42,6 @@ REPLAY_AGREEMENT = 0.8  # share of regenerated texts that must come out as recor
 def targets() -> dict:
     "The targets of the current mode (`grading.core.quick_mode`)."
     return TARGETS["quick" if quick_mode() else "full"]
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #85f84174
 _BLACK_RE = re.compile(r"\b(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in BLACKLIST) + r")\b", re.I)
@@ -112,7 +87,6 @@ def failing_rules(cand: dict, pool: list, counts: dict | None = None) -> list[st
             fails.append("copied")
     return fails
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #8c90c042
 def _case(name: str, instruction: str, pool=(), finish="stop", instance=None, input="", output=None) -> dict:
     cand = {"instruction": instruction, "instruction_finish": finish, "instance_finish": instance}
@@ -141,7 +115,6 @@ FILTER_CASES = [
     _case("a good pair", "Name a colour of the rainbow.", _POOL, instance="stop", output="Green"),
 ]
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #a59ab926
 def prompt_tasks(text, where: str = "the prompt") -> list[str]:
     "The tasks an instruction prompt lists, after checking its form (head, `Task i: ...` lines, the last one open)."
@@ -164,7 +137,6 @@ def prompt_tasks(text, where: str = "the prompt") -> list[str]:
         raise CheckFailed(f"{where} lists a task twice: the tasks shown must all be different")
     return tasks
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #9cadf170
 def _seed_instructions(a: Answers) -> list[str]:
     return a.cached("seeds", lambda: [s["instruction"] for s in load_seed_tasks()])
@@ -186,7 +158,6 @@ def check_prompt(a: Answers) -> str:
         raise CheckFailed(f"example_prompt shows {other[0]!r}, which is neither a seed task nor a machine task")
     return "8 different tasks (6 seeds, 2 machine tasks), Task 9 left open"
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #bf62e870
 def check_filters(a: Answers) -> str:
     "`case_reasons[i]` is the first rule `FILTER_CASES[i]` fails (None when it passes them all)."
@@ -201,7 +172,6 @@ def check_filters(a: Answers) -> str:
             fix = "keep it" if want is None else f"reject it as {want!r}"
             raise CheckFailed(f"case {i} ({case['name']}): your reject_reason says {r!r}; it should {fix}")
     return f"all {len(FILTER_CASES)} cases get the right reason"
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #d5cb2c59
 POOL_FIELDS = {
@@ -235,7 +205,6 @@ def _jsonl(path, name: str) -> list[dict]:
         rows.append(row)
     return rows
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #d0eba6c2
 def _check_fields(r: dict, where: str) -> None:
     for k, t in POOL_FIELDS.items():
@@ -262,7 +231,6 @@ def _check_batch(rs: list[dict], b: int) -> None:
         if (r["seed"], r["instance_seed"], r["settings"]) != (rs[0]["seed"], rs[0]["instance_seed"], rs[0]["settings"]):
             raise CheckFailed(f"{r['id']}: seeds or settings differ from the rest of batch {b}")
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #352ee983
 def read_pool(a: Answers) -> list[dict]:
     "The records in `POOL_PATH`, checked for form, batch by batch (cached for the other checks)."
@@ -284,7 +252,6 @@ def read_pool(a: Answers) -> list[dict]:
         return {"rows": rows, "sha": hashlib.sha256(path.read_bytes()).hexdigest()}
 
     return a.cached("pool", load)["rows"]
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #8c6f3c93
 def _check_prompt_of(r: dict, seeds: set, before: set) -> None:
@@ -310,7 +277,6 @@ def _check_prompt_of(r: dict, seeds: set, before: set) -> None:
             f"it should show {min(s['n_machine'], len(before))}"
         )
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #254f9b02
 def _check_decision(r: dict, pool: list, counts: dict, n_seeds: int) -> None:
     "The learner's verdict on `r` agrees with the grader's filters against the pool as it was."
@@ -329,7 +295,6 @@ def _check_decision(r: dict, pool: list, counts: dict, n_seeds: int) -> None:
         parsed = parse_instance(r.get("instance_text") or "", bool(r.get("is_classification")))
         if not parsed or (parsed["input"], parsed["output"]) != (r.get("input"), r.get("output")):
             raise CheckFailed(f"{r['id']}: its input and output are not what its generated instance_text parses to")
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #4f9258a3
 def check_pool(a: Answers) -> str:
@@ -352,7 +317,6 @@ def check_pool(a: Answers) -> str:
     why = Counter(r["reason"] for r in rows if r["status"] == "rejected")
     return f"{acc} accepted of {len(rows)} candidates; every verdict re-derived (rejected: {dict(why.most_common())})"
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #bbe9a7e8
 def same_text(regenerated: str, recorded: str) -> bool:
     "Identical, or identical over at least the first half of the recorded text (and 20 characters)."
@@ -366,7 +330,6 @@ def replay_batches(rows: list[dict], sha: str, k: int) -> list[int]:
     "`k` batches with accepted pairs, drawn with the grader's seed and the pool's hash."
     with_acc = sorted({r["batch"] for r in rows if r["status"] == "accepted"})
     return sorted(random.Random(f"{GRADER_SEED}:{sha}").sample(with_acc, min(k, len(with_acc))))
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #81a77e2b
 def _smollm2(a: Answers, dtype: str):
@@ -403,7 +366,6 @@ def _regenerate(a: Answers, rs: list[dict], stage: str) -> list[tuple[str, str]]
     recorded = [r["instruction"] if stage == "instruction" else r.get("instance_text") or "" for r in rs]
     return [(o["text"], t) for o, t in zip(outs, recorded)]
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #4f0a4397
 def check_generated(a: Answers) -> str:
     "Batches drawn at random come out the same when SmolLM2 generates them again from the recorded prompts and seeds."
@@ -427,7 +389,6 @@ def check_generated(a: Answers) -> str:
         )
     return msg
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #111a8361
 def pool_report(rows: list[dict], seeds: list[str]) -> dict:
     "The quality report of a pool, as the exercise defines it (counts, reasons, diversity, ROUGE-L to the seeds)."
@@ -446,7 +407,6 @@ def pool_report(rows: list[dict], seeds: list[str]) -> dict:
         "distinct_2grams": len(set(bigrams)) / len(bigrams) if bigrams else 0.0,
         "rouge_to_seed": {"bins": [k / 10 for k in range(11)], "counts": counts},
     }
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #40cadb57
 def _compare(got, want, where: str) -> None:
@@ -478,7 +438,6 @@ def _check_png(a: Answers, name: str) -> str:
         raise CheckFailed(f"{name} is only {w} x {h} pixels: save the whole figure")
     return f"{w} x {h}"
 
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #ccc184f2
 def check_report(a: Answers) -> str:
     "`report` is what the grader recomputes from the pool file, and `HIST_PATH` is a PNG."
@@ -490,7 +449,6 @@ def check_report(a: Answers) -> str:
         f"report recomputed from the pool: {want['accepted']} accepted ({want['acceptance_rate']:.0%}), "
         f"{want['distinct_leading_verbs']} leading verbs; histogram {size}"
     )
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #685a5285
 def check_ratings(a: Answers) -> str:
@@ -511,7 +469,6 @@ def check_ratings(a: Answers) -> str:
             raise CheckFailed(f"ratings: the rating of {x['id']} must be a number from 1 to 5, got {v!r}")
     mean = sum(x["rating"] for x in rs) / len(rs)
     return f"{len(rs)} pairs rated, mean {mean:.1f} of 5"
-
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #5e7c3599
 EXERCISE = Exercise(

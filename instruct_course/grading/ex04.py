@@ -24,31 +24,10 @@ from .ex03 import _check_png, _jsonl, _smollm2, same_text
 from ..metrics import UnicodeTokenizer, rouge_l
 
 # %% auto #0
-__all__ = [
-    "GRADER_SEED",
-    "ELIMINATION",
-    "NEAR_DUPLICATE",
-    "SORRY_MAX_WORDS",
-    "REFUSAL_RE",
-    "MEASURES",
-    "TARGETS",
-    "REPLAY_AGREEMENT",
-    "ELIM_CASES",
-    "EVOL_FIELDS",
-    "EVOL_SETTINGS",
-    "EXERCISE",
-    "targets",
-    "failing_eliminations",
-    "check_elimination",
-    "read_evol",
-    "check_lineage",
-    "check_eliminated",
-    "check_generated",
-    "answer_loss",
-    "level_table",
-    "check_difficulty",
-    "check_plot",
-]
+__all__ = ['GRADER_SEED', 'ELIMINATION', 'NEAR_DUPLICATE', 'SORRY_MAX_WORDS', 'REFUSAL_RE', 'MEASURES', 'TARGETS',
+           'REPLAY_AGREEMENT', 'ELIM_CASES', 'EVOL_FIELDS', 'EVOL_SETTINGS', 'EXERCISE', 'targets',
+           'failing_eliminations', 'check_elimination', 'read_evol', 'check_lineage', 'check_eliminated',
+           'check_generated', 'answer_loss', 'level_table', 'check_difficulty', 'check_plot']
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #d16d071f
 GRADER_SEED = 6121  # picks the round the grader regenerates and the records it re-measures (with the file's hash)
@@ -76,7 +55,6 @@ def targets() -> dict:
     "The targets of the current mode (`grading.core.quick_mode`)."
     return TARGETS["quick" if quick_mode() else "full"]
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #ee37d2da
 _TOK = UnicodeTokenizer()
 
@@ -99,7 +77,6 @@ def failing_eliminations(parent: str, evolved: str, finish_reason: str = "stop",
         if all(w in STOP_WORDS for w in _TOK.tokenize(response)):
             fails.append("stopwords_only")
     return fails
-
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #2f5c6a68
 def _case(name: str, parent: str, evolved: str, finish: str = "stop", response=None) -> dict:
@@ -128,7 +105,6 @@ ELIM_CASES = [
     _case("a good pair", _P, "Write a limerick about a seagull.", response="A seagull who lived by the bay..."),
 ]
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #8833d022
 def check_elimination(a: Answers) -> str:
     "`case_reasons[i]` is the first rule `ELIM_CASES[i]` fails (None when it passes them all)."
@@ -143,7 +119,6 @@ def check_elimination(a: Answers) -> str:
             fix = "keep it" if want is None else f"eliminate it as {want!r}"
             raise CheckFailed(f"case {i} ({c['name']}): your eliminate says {r!r}; it should {fix}")
     return f"all {len(ELIM_CASES)} cases get the right verdict"
-
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #00230ffc
 EVOL_FIELDS = {"id": str, "level": int, "round": int, "instruction": str, "status": str, "settings": dict}
@@ -187,7 +162,6 @@ def read_evol(a: Answers) -> list[dict]:
 
     return a.cached("evol", load)["rows"]
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #860390d0
 def _norm(s: str) -> str:
     return " ".join(str(s).lower().split())
@@ -211,7 +185,6 @@ def _check_parent(r: dict, by_id: dict) -> None:
     if r["status"] == "kept" and _norm(r["instruction"]) == _norm(p["instruction"]):
         raise CheckFailed(f"{r['id']} is kept but is its parent {p['id']} unchanged")
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #0ccd77be
 def check_lineage(a: Answers) -> str:
     "Seeds at level 0; every evolution's parent kept one level below; kept items at levels 1-3; both directions."
@@ -234,7 +207,6 @@ def check_lineage(a: Answers) -> str:
         raise CheckFailed(f"the kept evolutions are all {sorted(dirs)}: use in-depth operations and in-breadth")
     return f"{len(seeds)} seeds, kept per level {per}, lineage complete ({len(rows)} records)"
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #b4ef7aca
 def check_eliminated(a: Answers) -> str:
     "Every evolution's verdict agrees with the elimination rules re-applied (kept: none fails; eliminated: its own)."
@@ -254,7 +226,6 @@ def check_eliminated(a: Answers) -> str:
     if not n:
         raise CheckFailed("the file has no evolutions (records above level 0)")
     return f"all {n} evolutions re-checked: every verdict agrees with the rules"
-
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #20b3b493
 def _replay_round(a: Answers, rs: list[dict], by_id: dict) -> list[tuple[str, str]]:
@@ -298,7 +269,6 @@ def check_generated(a: Answers) -> str:
         raise CheckFailed(f"{msg}. The dataset must be what SmolLM2 generated from the recorded seeds, unchanged")
     return msg
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #570e8bf6
 @torch.no_grad()
 def answer_loss(model, tokenizer, instruction: str, response: str) -> float:
@@ -309,7 +279,6 @@ def answer_loss(model, tokenizer, instruction: str, response: str) -> float:
     x = torch.tensor([ids], device=next(model.parameters()).device)
     logits = model(x).logits[0, len(p) - 1 : -1].float()
     return torch.nn.functional.cross_entropy(logits, x[0, len(p) :]).item()
-
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #3899d38a
 def _text_measure(r: dict, m: str) -> float:
@@ -339,7 +308,6 @@ def _check_measures(a: Answers, kept: list[dict]) -> list[str]:
                 )
     return names
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #fd013d79
 def _check_model_measures(a: Answers, kept: list[dict], names: list[str]) -> int:
     "answer_loss (within 0.05) and judge (within 1) re-measured on a sample drawn with the grader's seed."
@@ -365,7 +333,6 @@ def _check_model_measures(a: Answers, kept: list[dict], names: list[str]) -> int
             if (v is None) != (j["score"] is None) or (v is not None and abs(v - j["score"]) > 1):
                 raise CheckFailed(f"{r['id']}: measures['judge'] is {v!r}, the judge gives {j['score']!r}")
     return len(sample)
-
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #ef28ca3a
 def level_table(kept: list[dict], names: list[str]) -> dict:
@@ -405,12 +372,10 @@ def check_difficulty(a: Answers) -> str:
     )
     return f"table recomputed from {len(kept)} kept records ({n} re-measured with SmolLM2); level 0→3: {trend}"
 
-
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #34693bf9
 def check_plot(a: Answers) -> str:
     "`PLOT_PATH` is a PNG image."
     return f"the plot is a {_check_png(a, 'PLOT_PATH')} PNG"
-
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #e4fc8c88
 EXERCISE = Exercise(

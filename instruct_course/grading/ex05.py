@@ -22,23 +22,8 @@ from ..models import load_model, load_tokenizer
 from ..train.sft import evaluate_exact_match
 
 # %% auto #0
-__all__ = [
-    "GRADER_SEED",
-    "TARGETS",
-    "METRICS",
-    "TIE",
-    "MEASURE_TOLERANCE",
-    "EXERCISE",
-    "targets",
-    "check_plan",
-    "hidden_sets",
-    "family_losses",
-    "check_models",
-    "measure",
-    "check_results",
-    "verdict",
-    "check_claims",
-]
+__all__ = ['GRADER_SEED', 'TARGETS', 'METRICS', 'TIE', 'MEASURE_TOLERANCE', 'EXERCISE', 'targets', 'check_plan', 'hidden_sets',
+           'family_losses', 'check_models', 'measure', 'check_results', 'verdict', 'check_claims']
 
 # %% ../../nbs/grading/ex05_multitask.ipynb #5ba35e5c
 GRADER_SEED = 7331  # the hidden evaluation instances' seed; the exercise uses seed 0
@@ -54,7 +39,6 @@ MEASURE_TOLERANCE = 0.02  # reported vs re-measured on the learner's own evaluat
 def targets() -> dict:
     "The targets of the current mode (`grading.core.quick_mode`)."
     return TARGETS["quick" if quick_mode() else "full"]
-
 
 # %% ../../nbs/grading/ex05_multitask.ipynb #c59118de
 def _families(a: Answers, name: str, n: int) -> list[str]:
@@ -81,7 +65,6 @@ def _world(a: Answers, recs, where: str) -> list[dict]:
             ) from None
     return recs
 
-
 # %% ../../nbs/grading/ex05_multitask.ipynb #b5115084
 def _check_train_sets(a: Answers, tr: list[str]) -> dict:
     sets = a.need("train_sets")
@@ -103,7 +86,6 @@ def _check_train_sets(a: Answers, tr: list[str]) -> dict:
                 "is fair (same data per family, the only difference is training alone or together)"
             )
     return sets
-
 
 # %% ../../nbs/grading/ex05_multitask.ipynb #795cf64a
 def _check_eval_sets(a: Answers, tr: list[str], un: list[str], seen: set) -> dict:
@@ -142,7 +124,6 @@ def check_plan(a: Answers) -> str:
     n_eval = len(ev["seen_templates"]) + len(ev["unseen"])
     return f"train {tr} ({len(sets['multi'])} records), unseen {un}; {n_eval} evaluation records"
 
-
 # %% ../../nbs/grading/ex05_multitask.ipynb #a6136e91
 def hidden_sets(a: Answers) -> dict:
     "The grader's evaluation instances (seed `GRADER_SEED`), minus every instance of the training data; cached."
@@ -177,7 +158,6 @@ def _model(a: Answers, name: str):
 
     return a.cached(("model", name), load)
 
-
 # %% ../../nbs/grading/ex05_multitask.ipynb #a3bbc4d0
 @torch.no_grad()
 def family_losses(model, tok, records: list[dict]) -> dict:
@@ -203,7 +183,6 @@ def _check_behaviour(a: Answers, tr: list[str]) -> None:
                     f"family (loss {shown}): it was not trained on {f}"
                 )
 
-
 # %% ../../nbs/grading/ex05_multitask.ipynb #a683a3ac
 def check_models(a: Answers) -> str:
     "Each model is its own run's, on the data declared for it, with the same steps; behaviour agrees with the data."
@@ -226,7 +205,6 @@ def check_models(a: Answers) -> str:
         f"4 models, each its own run on its declared data ({n} steps each); each family learned best by its own models"
     )
 
-
 # %% ../../nbs/grading/ex05_multitask.ipynb #37752526
 def measure(model, tok, sets: dict, families: list[str]) -> dict:
     "The exercise's metrics of one model on `sets` ({'seen_templates', 'unseen'} records)."
@@ -246,7 +224,6 @@ def _measured(a: Answers, which: str) -> dict:
         return {m: measure(_model(a, m), _tok(a), sets, [m] if m in tr else tr) for m in ["base", "multi", *tr]}
 
     return a.cached(("measured", which), make)
-
 
 # %% ../../nbs/grading/ex05_multitask.ipynb #a771e132
 def _tolerance(n: int) -> float:
@@ -284,7 +261,6 @@ def check_results(a: Answers) -> str:
         f"{m} {yours[m]['seen_templates']:.2f}/{yours[m]['unseen']:.2f}/{yours[m]['unseen_rouge_l']:.2f}" for m in names
     )
 
-
 # %% ../../nbs/grading/ex05_multitask.ipynb #003834c7
 def verdict(measured: dict, tr: list[str], k: str) -> tuple[str, float, float]:
     "('multi' | 'single' | 'tie', the multi-task model's score, the single-task models' mean) for metric `k`."
@@ -310,7 +286,6 @@ def check_claims(a: Answers) -> str:
     return "the claims are what the re-measured numbers say: " + ", ".join(
         f"{k}: {claims[k]}" for k in ("seen_templates", "unseen_rouge_l")
     )
-
 
 # %% ../../nbs/grading/ex05_multitask.ipynb #3878daa1
 EXERCISE = Exercise(

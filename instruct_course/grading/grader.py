@@ -40,25 +40,9 @@ from instruct_course.grading.core import (
 )
 
 # %% auto #0
-__all__ = [
-    "INTERRUPT_GRACE",
-    "KERNEL_START_LIMIT",
-    "KEEP_OUTPUT",
-    "KERNEL_ENV",
-    "SCORE_COLUMNS",
-    "check_limits",
-    "Kernel",
-    "read_answers",
-    "run_learner_notebook",
-    "part_result",
-    "grade_notebook",
-    "format_report",
-    "grade_parser",
-    "class_notebooks",
-    "score_row",
-    "write_scores",
-    "grade_main",
-]
+__all__ = ['INTERRUPT_GRACE', 'KERNEL_START_LIMIT', 'KEEP_OUTPUT', 'KERNEL_ENV', 'SCORE_COLUMNS', 'check_limits', 'Kernel',
+           'read_answers', 'run_learner_notebook', 'part_result', 'grade_notebook', 'format_report', 'grade_parser',
+           'class_notebooks', 'score_row', 'write_scores', 'grade_main']
 
 # %% ../../nbs/15b_grader.ipynb #5d820230
 INTERRUPT_GRACE = 5.0  # seconds a cell gets to stop after an interrupt before its kernel is killed
@@ -84,7 +68,6 @@ def check_limits(timeout_cell, timeout_total) -> tuple[float, float]:
             raise CourseError(f"{flag} must be a finite number of seconds above 0 (e.g. {flag} 300), got {v!r}")
         out.append(x)
     return out[0], out[1]
-
 
 # %% ../../nbs/15b_grader.ipynb #6ad34f73
 class Kernel:
@@ -115,7 +98,6 @@ class Kernel:
         with contextlib.suppress(Exception):
             self.km.shutdown_kernel(now=True)
 
-
 # %% ../../nbs/15b_grader.ipynb #bdc9418c
 def _wait(kernel: Kernel, msg_id: str, until: float, rec: dict) -> dict | None:
     "Read `msg_id`'s messages into `rec` until the kernel is idle (`rec`), dead (status 'dead') or `until` (None)."
@@ -139,7 +121,6 @@ def _wait(kernel: Kernel, msg_id: str, until: float, rec: dict) -> dict | None:
             return rec
     return None
 
-
 # %% ../../nbs/15b_grader.ipynb #5242b8d7
 @patch
 def run(self: Kernel, code: str, seconds: float, why: str = "") -> dict:
@@ -158,7 +139,6 @@ def run(self: Kernel, code: str, seconds: float, why: str = "") -> dict:
             why += "; it ignored the interrupt, so its kernel was stopped"
         done = {**rec, "status": "timeout", "error": why, "ename": ""}
     return {**done, "seconds": round(time.monotonic() - t0, 2)}
-
 
 # %% ../../nbs/15b_grader.ipynb #0fd7a2f7
 _READ = """
@@ -192,7 +172,6 @@ def read_answers(kernel: Kernel, needs, seconds: float, path: Path) -> Answers |
     path.unlink()
     return Answers(d["values"], d["cwd"], d["errors"])
 
-
 # %% ../../nbs/15b_grader.ipynb #720beb70
 def _run_cell(kernel: Kernel, i: int, source: str, deadline: float, timeout_cell: float, timeout_total: float) -> dict:
     "Run one learner cell under both limits; its record (index, part, status, error, seconds, output)."
@@ -212,7 +191,6 @@ def _run_cell(kernel: Kernel, i: int, source: str, deadline: float, timeout_cell
 def _say(progress: Callable | None, msg: str) -> None:
     if progress is not None:
         progress(msg)
-
 
 # %% ../../nbs/15b_grader.ipynb #69ae64cc
 def run_learner_notebook(nb, ex: Exercise, workdir, timeout_cell=300, timeout_total=900, progress=None, env=None):
@@ -247,7 +225,6 @@ def run_learner_notebook(nb, ex: Exercise, workdir, timeout_cell=300, timeout_to
         shutil.rmtree(tmp, ignore_errors=True)
     return records, answers
 
-
 # %% ../../nbs/15b_grader.ipynb #e29a8d12
 def part_result(part: Part, cells: list[dict], answers: dict) -> Result:
     "The result of `part` given the cell records and the answers read for it."
@@ -263,7 +240,6 @@ def part_result(part: Part, cells: list[dict], answers: dict) -> Result:
     if isinstance(got, Answers):
         return part.grade(got)
     return Result(part.name, "wrong", f"not graded: {got}", 0, part.points, part.title)
-
 
 # %% ../../nbs/15b_grader.ipynb #84e60f52
 def grade_notebook(path, timeout_cell=300, timeout_total=900, keep_workdir=False, progress=None) -> dict:
@@ -310,7 +286,6 @@ def format_report(rep: dict) -> str:
     lines.append(f"score: {rep['score']:g}/{rep['max_score']:g}")
     return "\n".join(lines)
 
-
 # %% ../../nbs/15b_grader.ipynb #e583b308
 class _Refused(Exception):
     "Invalid command-line options (argparse's errors, raised instead of exiting)."
@@ -336,7 +311,6 @@ def grade_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help=f"the exercises' quick targets (sets {QUICK_ENV}=1)")
     return p
 
-
 # %% ../../nbs/15b_grader.ipynb #90c744b1
 def _fail_under(value, ex: Exercise) -> float | None:
     "`--fail-under` as points between 0 and the exercise's maximum score."
@@ -358,7 +332,6 @@ def _refuse(msg: str, as_json: bool, notebook=None) -> int:
     if as_json:
         print(json.dumps({"error": msg, "notebook": notebook, "exit_code": 2}))
     return 2
-
 
 # %% ../../nbs/15b_grader.ipynb #a7e5aa79
 SCORE_COLUMNS = ("file", "exercise", "score", "max", "status")
@@ -393,7 +366,6 @@ def write_scores(rows: list[dict], path) -> Path:
         w.writerows(rows)
     return path
 
-
 # %% ../../nbs/15b_grader.ipynb #f7544d3b
 def _grade_one(path, a, progress) -> tuple[dict | None, str, float | None]:
     "(report, '', fail-under) for one notebook, or (None, why it could not be graded, None)."
@@ -424,7 +396,6 @@ def _grade_class(a, progress) -> int:
     if any(r["status"].startswith("error") for r in rows):
         return 2
     return 1 if any(r["status"].startswith("below") for r in rows) else 0
-
 
 # %% ../../nbs/15b_grader.ipynb #95796cd8
 def _grade(a, progress) -> int:
@@ -465,7 +436,6 @@ def grade_main(argv=None) -> int:
             os.environ.pop(QUICK_ENV, None)
         else:
             os.environ[QUICK_ENV] = old
-
 
 # %% ../../nbs/15b_grader.ipynb #449d5241
 if __name__ == "__main__" and Path(sys.argv[0]).name == "grader.py":

@@ -13,8 +13,7 @@ from transformers import TrainerCallback
 from ..core import CourseError
 
 # %% auto #0
-__all__ = ["early_stop_index", "EvalLossEarlyStopping", "stop_requested"]
-
+__all__ = ['early_stop_index', 'EvalLossEarlyStopping', 'stop_requested']
 
 # %% ../../nbs/14_pitfalls.ipynb #a9dc09a2
 def early_stop_index(eval_losses, patience: int = 3, min_delta: float = 0.0) -> tuple[int, int | None]:
@@ -39,7 +38,6 @@ def early_stop_index(eval_losses, patience: int = 3, min_delta: float = 0.0) -> 
             if bad >= patience:
                 return best_i, i
     return best_i, None
-
 
 # %% ../../nbs/14_pitfalls.ipynb #bee14bf4
 class EvalLossEarlyStopping(TrainerCallback):
@@ -73,7 +71,6 @@ class EvalLossEarlyStopping(TrainerCallback):
         if self.restore_best and self._best_state is not None and model is not None:
             model.load_state_dict(self._best_state)
             self.restored = True
-
 
 # %% ../../nbs/14_pitfalls.ipynb #50b790df
 def stop_requested(acc, callback, history) -> bool:

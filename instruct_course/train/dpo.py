@@ -23,19 +23,8 @@ from .callbacks import stop_requested
 from .dpo_loss import collate_pairs, collate_rows, dpo_loss, prepare_pairs, sequence_logprobs
 
 # %% auto #0
-__all__ = [
-    "DPO_CONFIG_PROVENANCE",
-    "HISTORY_KEYS",
-    "DPOConfig",
-    "freeze_reference",
-    "reference_logprobs",
-    "train_dpo",
-    "sample_responses",
-    "sample_logprobs",
-    "evaluate_policy",
-    "plot_history",
-]
-
+__all__ = ['DPO_CONFIG_PROVENANCE', 'HISTORY_KEYS', 'DPOConfig', 'freeze_reference', 'reference_logprobs', 'train_dpo',
+           'sample_responses', 'sample_logprobs', 'evaluate_policy', 'plot_history']
 
 # %% ../../nbs/08b_dpo.ipynb #de49d633
 def _check_dpo_config(cfg) -> None:
@@ -63,7 +52,6 @@ def _check_dpo_config(cfg) -> None:
             raise CourseError(f"DPOConfig.{k} must be an int >= {low}, got {v!r}")
     if cfg.padding_side not in ("left", "right"):
         raise CourseError(f"DPOConfig.padding_side must be 'left' or 'right', got {cfg.padding_side!r}")
-
 
 # %% ../../nbs/08b_dpo.ipynb #de49d634
 @dataclass
@@ -101,7 +89,6 @@ class DPOConfig:
         paper = {"beta": 0.1, "learning_rate": 1e-6, "batch_size": 64, "warmup_steps": 150, "optim": "rmsprop"}
         return cls.from_overrides(**{**paper, **kw})
 
-
 # %% ../../nbs/08b_dpo.ipynb #de49d635
 DPO_CONFIG_PROVENANCE = {
     "beta": "Rafailov et al. 2023 (DPO), §6 and App. B: β=0.1 for Anthropic-HH dialogue, 0.5 for TL;DR; TRL "
@@ -126,7 +113,6 @@ DPO_CONFIG_PROVENANCE = {
     "padding_side": "course; log-probs are padding-independent (position ids from the attention mask)",
     "seed": "course",
 }
-
 
 # %% ../../nbs/08b_dpo.ipynb #3dcafdfa
 def freeze_reference(ref):
@@ -160,7 +146,6 @@ def _check_models(policy, ref, tokenizer):
             "this model"
         )
 
-
 # %% ../../nbs/08b_dpo.ipynb #3dcafdfc
 @torch.no_grad()
 def reference_logprobs(
@@ -175,7 +160,6 @@ def reference_logprobs(
         for e, c, r in zip(chunk, lp[: len(chunk)].tolist(), lp[len(chunk) :].tolist()):
             e["ref_chosen_logp"], e["ref_rejected_logp"] = c, r
     return examples
-
 
 # %% ../../nbs/08b_dpo.ipynb #3dcafdfe
 HISTORY_KEYS = (
@@ -204,7 +188,6 @@ def _endless(loader):
     while True:
         yield from loader
 
-
 # %% ../../nbs/08b_dpo.ipynb #3dcafe00
 def _pair_loss(policy, ref, batch: dict, cfg: DPOConfig) -> dict:
     "One batch: the DPO loss (+ RPO's NLL term), the implicit rewards, the policy's log-probs and its NLL per token."
@@ -229,7 +212,6 @@ def _pair_loss(policy, ref, batch: dict, cfg: DPOConfig) -> dict:
         "rejected_logp": pr,
     }
 
-
 # %% ../../nbs/08b_dpo.ipynb #175e4758
 def _log_row(acc, step: int, out: dict, lr: float, grad_norm) -> dict:
     "The step's history row: loss and implicit rewards gathered over processes, as TRL logs them."
@@ -250,7 +232,6 @@ def _log_row(acc, step: int, out: dict, lr: float, grad_norm) -> dict:
         "lr": lr,
         "grad_norm": float(grad_norm),
     }
-
 
 # %% ../../nbs/08b_dpo.ipynb #3dcafe02
 def train_dpo(
@@ -303,7 +284,6 @@ def train_dpo(
         print(f"train_dpo: skipped {skipped} of {cfg.max_steps} steps with a non-finite loss")
     return acc.unwrap_model(policy).eval(), hist
 
-
 # %% ../../nbs/08b_dpo.ipynb #1a71399d
 def _decode_sample(row: list[int], stops: set, tokenizer) -> tuple[list[int], str, bool]:
     "A generated row cut after its first stop token: (response ids, EOS kept), decoded text, whether it ended."
@@ -311,7 +291,6 @@ def _decode_sample(row: list[int], stops: set, tokenizer) -> tuple[list[int], st
     resp = row if cut is None else row[: cut + 1]
     text = tokenizer.decode(resp[:-1] if cut is not None else resp, skip_special_tokens=True).strip()
     return resp, text, cut is not None
-
 
 # %% ../../nbs/08b_dpo.ipynb #f69c150f
 @torch.no_grad()
@@ -351,7 +330,6 @@ def sample_responses(
             out.append({"prompt_index": i, "prompt_ids": e, "response_ids": resp, "text": text, "ended": ended})
     return out
 
-
 # %% ../../nbs/08b_dpo.ipynb #1a71399f
 @torch.no_grad()
 def sample_logprobs(model, samples: list[dict], tokenizer, batch_size: int = 64) -> torch.Tensor:
@@ -371,7 +349,6 @@ def sample_logprobs(model, samples: list[dict], tokenizer, batch_size: int = 64)
         res.append(sequence_logprobs(model, **batch).cpu())
     return torch.cat(res)
 
-
 # %% ../../nbs/08b_dpo.ipynb #1a7139a1
 def _gold_summary(records: list[dict], greedy: list[dict], samples: list[dict]) -> dict:
     "Gold reward of the greedy answers (overall and per task) and of the samples; exact match of the greedy answers."
@@ -387,7 +364,6 @@ def _gold_summary(records: list[dict], greedy: list[dict], samples: list[dict]) 
         "gold_greedy_per_task": {k: sum(v) / len(v) for k, v in sorted(per.items())},
         "exact_match_greedy": sum(exact) / len(records),
     }
-
 
 # %% ../../nbs/08b_dpo.ipynb #28ab6609
 def evaluate_policy(
@@ -418,7 +394,6 @@ def evaluate_policy(
         "n_prompts": len(records),
         "n_samples": len(samples),
     }
-
 
 # %% ../../nbs/08b_dpo.ipynb #dc73506d
 def plot_history(hist: dict, axes=None):

@@ -15,8 +15,7 @@ from ..data.masking import IGNORE_INDEX, pad_sequences, pad_token_id, position_i
 from ..data.preferences import validate_preferences
 
 # %% auto #0
-__all__ = ["prepare_completion", "collate_rows", "collate_pairs", "sequence_logprobs", "dpo_loss", "prepare_pairs"]
-
+__all__ = ['prepare_completion', 'collate_rows', 'collate_pairs', 'sequence_logprobs', 'dpo_loss', 'prepare_pairs']
 
 # %% ../../nbs/08a_dpo_loss.ipynb #fd5a974e
 def prepare_completion(prompt: str, response: str, tokenizer, max_length: int = 160, sep: str = " ") -> dict:
@@ -49,7 +48,6 @@ def prepare_completion(prompt: str, response: str, tokenizer, max_length: int = 
         "prompt_cut": cut,
     }
 
-
 # %% ../../nbs/08a_dpo_loss.ipynb #edd97a9d
 def collate_rows(rows: list[dict], tokenizer, padding_side: str = "right") -> dict:
     "Pad prepared rows (input_ids/attention_mask/labels) to the longest; `padding_side` 'right' or 'left'."
@@ -69,7 +67,6 @@ def collate_pairs(examples: list[dict], tokenizer, padding_side: str = "right") 
         batch["ref_chosen_logps"] = torch.tensor([e["ref_chosen_logp"] for e in examples])
         batch["ref_rejected_logps"] = torch.tensor([e["ref_rejected_logp"] for e in examples])
     return batch
-
 
 # %% ../../nbs/08a_dpo_loss.ipynb #2d169188
 def _unwrap(model):
@@ -108,7 +105,6 @@ def sequence_logprobs(
     token_logps = torch.gather(logits, 2, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) - logits.logsumexp(-1)
     return (token_logps * mask).sum(-1)
 
-
 # %% ../../nbs/08a_dpo_loss.ipynb #5a941f56
 def dpo_loss(
     policy_chosen_logps: torch.Tensor,
@@ -131,7 +127,6 @@ def dpo_loss(
     z = beta * (chosen_logratios - rejected_logratios)
     losses = -(1 - label_smoothing) * F.logsigmoid(z) - label_smoothing * F.logsigmoid(-z)
     return losses.mean(), beta * chosen_logratios.detach(), beta * rejected_logratios.detach()
-
 
 # %% ../../nbs/08a_dpo_loss.ipynb #f9895b72
 def _prepare_pair(p: dict, i: int, tokenizer, max_length: int, sep: str, where: str) -> tuple[dict, dict] | str:

@@ -44,18 +44,8 @@ from instruct_course.train.ppo_rollout import (
 )
 
 # %% auto #0
-__all__ = [
-    "PPO_PROVENANCE",
-    "LOSS_KEYS",
-    "HISTORY_KEYS",
-    "PLOT_PANELS",
-    "PPOConfig",
-    "make_experience",
-    "ppo_loss",
-    "train_ppo",
-    "plot_history",
-]
-
+__all__ = ['PPO_PROVENANCE', 'LOSS_KEYS', 'HISTORY_KEYS', 'PLOT_PANELS', 'PPOConfig', 'make_experience', 'ppo_loss', 'train_ppo',
+           'plot_history']
 
 # %% ../../nbs/07c_ppo.ipynb #3c1d5a10
 def _check_ppo_config(cfg) -> None:
@@ -86,7 +76,6 @@ def _check_ppo_config(cfg) -> None:
         )
     if not (0 <= cfg.gamma <= 1 and 0 <= cfg.lam <= 1):
         raise CourseError(f"PPOConfig.gamma and lam must be in [0, 1], got {cfg.gamma}, {cfg.lam}")
-
 
 # %% ../../nbs/07c_ppo.ipynb #8c54c592
 @dataclass
@@ -142,7 +131,6 @@ class PPOConfig:
         "A config with `overrides` applied to the defaults; an unknown key raises `CourseError` naming the valid ones."
         return make_config(cls, **overrides)
 
-
 # %% ../../nbs/07c_ppo.ipynb #4eb9f1da
 PPO_PROVENANCE = {
     "Ziegler et al. 2019": "Fine-Tuning Language Models from Human Preferences (lm-human-preferences): per-token KL "
@@ -155,7 +143,6 @@ PPO_PROVENANCE = {
     "vf_coef=0.1, lam=0.95, ppo_epochs=4",
     "Schulman 2020, 'Approximating KL divergence'": "the k1 and k3 estimators",
 }
-
 
 # %% ../../nbs/07c_ppo.ipynb #4d185bf7
 @torch.no_grad()
@@ -185,7 +172,6 @@ def make_experience(model, ref_model, ro: dict, scores: torch.Tensor, beta: floa
         "entropy": masked_mean(entropy_from_logits(old_logits, cfg.temperature), rmask).item(),
     }
 
-
 # %% ../../nbs/07c_ppo.ipynb #4d185bf9
 def ppo_loss(model, ro: dict, exp: dict, idx: torch.Tensor, cfg: PPOConfig) -> tuple[torch.Tensor, dict]:
     "Clipped policy loss + vf_coef · clipped value loss on the rollout rows `idx`; returns `(loss, stats)`."
@@ -195,7 +181,6 @@ def ppo_loss(model, ro: dict, exp: dict, idx: torch.Tensor, cfg: PPOConfig) -> t
     pg, pst = policy_loss(lp, exp["old_logp"][idx], exp["advantages"][idx], rmask, cfg.cliprange)
     vf, vst = value_loss(v, exp["old_values"][idx], exp["returns"][idx], rmask, cfg.cliprange_value)
     return pg + cfg.vf_coef * vf, {"pg_loss": pg.item(), "vf_loss": vf.item(), **pst, **vst}
-
 
 # %% ../../nbs/07c_ppo.ipynb #880171e8
 LOSS_KEYS = ("clip_frac", "approx_kl", "pg_loss", "vf_loss", "ptx_loss")  # means over a step's minibatches
@@ -224,7 +209,6 @@ class _Run:
     norm: tuple[float, float] | None = None  # (mean, std) that scale the scores, from the first good batch
     skipped: int = 0  # steps skipped for a non-finite reward
 
-
 # %% ../../nbs/07c_ppo.ipynb #9a41c001
 def _value_source(reward_model):
     "The RM to copy as the value model: the reward model, or the `.rm` of a wrapper; None if there is none."
@@ -252,7 +236,6 @@ def _ptx_blocks(tok, cfg: PPOConfig, texts=None) -> torch.Tensor:
     if texts is None:
         texts = pretraining_text(seed=cfg.seed, n_docs=400, exclude=eval_keys(make_splits(seed=0)))
     return pack_blocks(tok, texts, cfg.ptx_block_size)
-
 
 # %% ../../nbs/07c_ppo.ipynb #9a41c002
 def _start(policy, reward_model, cfg: PPOConfig, tokenizer, reward_tokenizer, ref_model, ptx_texts) -> _Run:
@@ -295,7 +278,6 @@ class _PromptOrder:
             self.pos += 1
         return idx
 
-
 # %% ../../nbs/07c_ppo.ipynb #9a41c004
 def _shaped_scores(run: _Run, scores: torch.Tensor, ro: dict) -> torch.Tensor:
     "Scores scaled with the first good batch's mean and std ('head' mode), minus the missing-EOS penalty."
@@ -337,7 +319,6 @@ def _update(run: _Run, ro: dict, exp: dict, step: int) -> dict:
                 stats.setdefault(k, []).append(v)
     return {k: float(np.mean(stats[k])) if k in stats else float("nan") for k in LOSS_KEYS}
 
-
 # %% ../../nbs/07c_ppo.ipynb #9a41c005
 def _ppo_step(run: _Run, step: int, recs: list[dict], prompts: list[str], gold_fn) -> dict:
     "One PPO step: 1. rollout, 2. scoring and experience, 3. update, 4. β for the next step. Returns the history row."
@@ -369,7 +350,6 @@ def _ppo_step(run: _Run, step: int, recs: list[dict], prompts: list[str], gold_f
     run.kl_ctl.update(kl_mean, run.cfg.batch_size * run.acc.num_processes)
     times = {"time_score": t2 - t1, "time_update": t3 - t2}
     return {**row, "rm_reward": scores.mean().item(), "kl": kl_mean, "entropy": exp["entropy"], **times, **losses}
-
 
 # %% ../../nbs/07c_ppo.ipynb #9a41c006
 def train_ppo(
@@ -416,7 +396,6 @@ def train_ppo(
     value_model = "copy of the reward model" if run.rm_value else "linear head on the policy trunk"
     hist.update(config=asdict(cfg), score_norm=run.norm, value_model=value_model)
     return run.acc.unwrap_model(run.model).lm.eval(), hist
-
 
 # %% ../../nbs/07c_ppo.ipynb #1e7c0ddb
 PLOT_PANELS = (

@@ -12,21 +12,8 @@ import torch.nn.functional as F
 from ..core import CourseError
 
 # %% auto #0
-__all__ = [
-    "logprobs_from_logits",
-    "entropy_from_logits",
-    "masked_mean",
-    "masked_var",
-    "masked_whiten",
-    "kl_penalty",
-    "per_token_rewards",
-    "compute_gae",
-    "policy_loss",
-    "value_loss",
-    "FixedKLController",
-    "AdaptiveKLController",
-]
-
+__all__ = ['logprobs_from_logits', 'entropy_from_logits', 'masked_mean', 'masked_var', 'masked_whiten', 'kl_penalty',
+           'per_token_rewards', 'compute_gae', 'policy_loss', 'value_loss', 'FixedKLController', 'AdaptiveKLController']
 
 # %% ../../nbs/07a_ppo_losses.ipynb #df1fd1ac
 def logprobs_from_logits(logits: torch.Tensor, tokens: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -41,7 +28,6 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     "Per-position entropy (nats) of softmax(logits / T): `[B, L, V]` → `[B, L]`."
     logp = F.log_softmax(logits.float() / temperature, dim=-1)
     return -(logp.exp() * logp).sum(-1)
-
 
 # %% ../../nbs/07a_ppo_losses.ipynb #e5c243c6
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,7 +52,6 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
         w = w + mean
     return w * mask.to(x.dtype)
 
-
 # %% ../../nbs/07a_ppo_losses.ipynb #43523b8c
 def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token KL(π‖π_ref) estimate from the log-probs of the sampled tokens:
@@ -88,7 +73,6 @@ def per_token_rewards(scores: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor
     rewards[torch.arange(len(scores)), last] += scores.to(rewards.dtype)
     return rewards
 
-
 # %% ../../nbs/07a_ppo_losses.ipynb #c48aacf1
 def compute_gae(
     rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
@@ -106,7 +90,6 @@ def compute_gae(
         last = (delta + gamma * lam * last) * mask[:, t]
         adv[:, t] = last
     return adv, (adv + values) * mask
-
 
 # %% ../../nbs/07a_ppo_losses.ipynb #f0e75c6e
 def policy_loss(
@@ -139,7 +122,6 @@ def value_loss(
     with torch.no_grad():
         stats = {"vf_clip_frac": masked_mean((l2 > l1).float(), mask).item()}
     return loss, stats
-
 
 # %% ../../nbs/07a_ppo_losses.ipynb #ac7b96d7
 class FixedKLController:

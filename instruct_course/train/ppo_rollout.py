@@ -18,17 +18,8 @@ from ..models import load_model, load_tokenizer
 from .ppo_losses import logprobs_from_logits
 
 # %% auto #0
-__all__ = [
-    "load_policy",
-    "check_same_tokenizer",
-    "rollout",
-    "PolicyWithValueHead",
-    "response_logprobs",
-    "score_rollout",
-    "gold_eval",
-    "sequence_kl",
-]
-
+__all__ = ['load_policy', 'check_same_tokenizer', 'rollout', 'PolicyWithValueHead', 'response_logprobs', 'score_rollout',
+           'gold_eval', 'sequence_kl']
 
 # %% ../../nbs/07b_ppo_rollout.ipynb #07952d1b
 def load_policy(name_or_model, tokenizer=None):
@@ -46,7 +37,6 @@ def load_policy(name_or_model, tokenizer=None):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return name_or_model, tokenizer
-
 
 # %% ../../nbs/07b_ppo_rollout.ipynb #07952d1d
 def check_same_tokenizer(policy_tok, reward_tok=None, reward_model=None) -> None:
@@ -69,7 +59,6 @@ def check_same_tokenizer(policy_tok, reward_tok=None, reward_model=None) -> None
                 "they use different tokenizers. Pass reward_tokenizer=... or use the RM trained from the policy's "
                 "SFT model."
             )
-
 
 # %% ../../nbs/07b_ppo_rollout.ipynb #7810ef3d
 @torch.no_grad()
@@ -110,7 +99,6 @@ def rollout(
     ]
     return {"query": q, "query_mask": qm, "response": resp, "response_mask": rmask, "has_eos": has_eos, "texts": texts}
 
-
 # %% ../../nbs/07b_ppo_rollout.ipynb #6fb78df4
 class PolicyWithValueHead(nn.Module):
     """A causal LM plus a value function: a separate `value_model` (a `RewardModel`-like module with `.trunk` and
@@ -145,7 +133,6 @@ class PolicyWithValueHead(nn.Module):
             values = vm.head(h.last_hidden_state.to(vm.head.weight.dtype)).squeeze(-1).float()
         return out.logits, values
 
-
 # %% ../../nbs/07b_ppo_rollout.ipynb #6fb78df6
 def response_logprobs(
     model: nn.Module,
@@ -169,7 +156,6 @@ def response_logprobs(
     logits = logits[:, P - 1 : -1]
     lp = logprobs_from_logits(logits, response, temperature)
     return lp, logits, (values[:, P - 1 : -1] if values is not None else None)
-
 
 # %% ../../nbs/07b_ppo_rollout.ipynb #bb823db7
 def _rm_inputs(ro: dict, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +182,6 @@ def score_rollout(reward_model, ro: dict, records: list[dict], pad_id: int) -> t
         f"got {type(reward_model).__name__}"
     )
 
-
 # %% ../../nbs/07b_ppo_rollout.ipynb #6cf47df8
 def _sample_stats(policy, tokenizer, ro: dict, recs: list[dict], temperature: float, gold_fn, ref_model, rm) -> dict:
     "Per sample of one rollout batch: gold reward, length, EOS; RM score and k1 sequence KL when asked."
@@ -209,7 +194,6 @@ def _sample_stats(policy, tokenizer, ro: dict, recs: list[dict], temperature: fl
         lp, ref_lp = response_logprobs(policy, *args)[0], response_logprobs(ref_model, *args)[0]
         out["kl"] = ((lp - ref_lp) * ro["response_mask"]).sum(1).tolist()
     return out
-
 
 # %% ../../nbs/07b_ppo_rollout.ipynb #a23a2105
 @torch.no_grad()

@@ -20,8 +20,7 @@ from ..data.world import eval_keys, make_splits, pretraining_text
 from ..models import model_size, pack_blocks, perplexity, tiny_config, train_tokenizer
 
 # %% auto #0
-__all__ = ["PretrainConfig", "save_optimizer", "load_optimizer", "pretrain"]
-
+__all__ = ['PretrainConfig', 'save_optimizer', 'load_optimizer', 'pretrain']
 
 # %% ../../nbs/02b_pretrain.ipynb #16829241
 @dataclass
@@ -50,14 +49,12 @@ class PretrainConfig:
                 f"PretrainConfig.lr must be > 0 and weight_decay >= 0, got {self.lr}, {self.weight_decay}"
             )
 
-
 # %% ../../nbs/02b_pretrain.ipynb #16829245
 def _batch_indices(n_blocks: int, batch_size: int, step: int, seed: int) -> torch.Tensor:
     per_epoch = n_blocks // batch_size
     epoch, i = divmod(step, per_epoch)
     perm = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
     return perm[i * batch_size : (i + 1) * batch_size]
-
 
 # %% ../../nbs/02b_pretrain.ipynb #c228bb02
 def save_optimizer(opt: torch.optim.Optimizer, path: str | Path, extra: dict | None = None) -> None:
@@ -92,7 +89,6 @@ def load_optimizer(opt: torch.optim.Optimizer, path: str | Path) -> dict:
     torch.set_rng_state(tensors["rng.torch"])
     return meta["extra"]
 
-
 # %% ../../nbs/02b_pretrain.ipynb #a148bd64
 def _pretrain_data(cfg: PretrainConfig, texts, tokenizer, ckpt: Path):
     "The texts (the world's plain text by default), the tokenizer (trained on them, or the checkpoint's), the blocks."
@@ -118,7 +114,6 @@ def _optimizer(model, cfg: PretrainConfig, start: int, ckpt: Path):
     )
     return opt, sched, extra
 
-
 # %% ../../nbs/02b_pretrain.ipynb #a148bd65
 def _checkpoint(model, tokenizer, opt, ckpt: Path, step: int, hist: dict, cfg: PretrainConfig) -> None:
     model.save_pretrained(ckpt)
@@ -137,7 +132,6 @@ def _finish(model, tokenizer, out_dir: Path, hist: dict, cfg: PretrainConfig, ev
     stats |= {"config": asdict(cfg), **model_size(model), "final_loss": final_loss}
     save_json(stats, out_dir / "pretrain_stats.json")
     return hist
-
 
 # %% ../../nbs/02b_pretrain.ipynb #a148bd66
 def pretrain(

@@ -28,29 +28,10 @@ from ..metrics import calibration_table, kendall_tau, pearson
 from ..models import load_tokenizer, resolve_model, shipped_models
 
 # %% auto #0
-__all__ = [
-    "TRL_NAMES",
-    "compute_reward_loss",
-    "last_token_index",
-    "encode_for_reward",
-    "pad_batch",
-    "RewardModel",
-    "RewardConfig",
-    "reward_config",
-    "RewardPairCollator",
-    "GroupedPairSampler",
-    "tokenize_pairs",
-    "reward_training_arguments",
-    "RewardModelTrainer",
-    "train_reward_model",
-    "reward_margins",
-    "pairwise_accuracy",
-    "gold_agreement",
-    "evaluate_reward_model",
-    "plot_calibration",
-    "load_reward_model",
-]
-
+__all__ = ['TRL_NAMES', 'compute_reward_loss', 'last_token_index', 'encode_for_reward', 'pad_batch', 'RewardModel',
+           'RewardConfig', 'reward_config', 'RewardPairCollator', 'GroupedPairSampler', 'tokenize_pairs',
+           'reward_training_arguments', 'RewardModelTrainer', 'train_reward_model', 'reward_margins',
+           'pairwise_accuracy', 'gold_agreement', 'evaluate_reward_model', 'plot_calibration', 'load_reward_model']
 
 # %% ../../nbs/06b_reward_model.ipynb #229e11d8
 def compute_reward_loss(
@@ -72,7 +53,6 @@ def compute_reward_loss(
         loss = loss + center_weight * ((chosen_rewards.float() + rejected_rewards.float()) ** 2).mean()
     return loss
 
-
 # %% ../../nbs/06b_reward_model.ipynb #3d2e2d38
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     """Index of the last real (mask = 1) token of each row; works for left and right padding. A row with no real
@@ -82,7 +62,6 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
         raise CourseError(f"rows {(~m.any(-1)).nonzero().flatten().tolist()} have no real token (attention_mask all 0)")
     L = m.shape[-1]
     return (L - 1) - m.flip(-1).int().argmax(-1)
-
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000004
 def encode_for_reward(prompts, responses, tokenizer, max_length: int = 512) -> list[list[int]]:
@@ -105,7 +84,6 @@ def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right") -> dict:
         "input_ids": pad_sequences(seqs, pad_id, side),
         "attention_mask": pad_sequences([[1] * len(s) for s in seqs], 0, side),
     }
-
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000007
 def _model_path(name_or_dir, who: str) -> str:
@@ -148,7 +126,6 @@ class RewardModel(nn.Module):
         last = h[torch.arange(h.shape[0], device=h.device), last_token_index(mask)]
         return self.head(last.to(self.head.weight.dtype)).squeeze(-1).float()
 
-
 # %% ../../nbs/06b_reward_model.ipynb #rb000010
 @patch
 def encode(self: RewardModel, prompts, responses, tokenizer, max_length: int | None = None) -> list[list[int]]:
@@ -179,7 +156,6 @@ def score(
                 out[i] = v
     self.train(was)
     return out
-
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000013
 @patch
@@ -215,7 +191,6 @@ def from_pretrained(cls: RewardModel, name_or_dir, dtype=torch.float32) -> Rewar
     m.head.load_state_dict(load_file(str(d / "reward_head.safetensors")))
     m.head.to(dtype)
     return m
-
 
 # %% ../../nbs/06b_reward_model.ipynb #77d4ba78
 def _is_int(v) -> bool:
@@ -262,7 +237,6 @@ class RewardConfig:
             if not ok(getattr(self, k)):
                 raise CourseError(f"RewardConfig.{k} must be {want}, got {getattr(self, k)!r}")
 
-
 # %% ../../nbs/06b_reward_model.ipynb #rb000019
 TRL_NAMES = {
     "per_device_train_batch_size": "batch_size",
@@ -275,7 +249,6 @@ def reward_config(config: RewardConfig | dict | None = None, **overrides) -> Rew
     "`config` (a `RewardConfig`, a dict of its fields, or None: the defaults) with `overrides` applied; validated."
     aliases = {k: f"TRL's name: use {v!r}" for k, v in TRL_NAMES.items()}
     return make_config(RewardConfig, config, aliases, **overrides)
-
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000021
 class RewardPairCollator:
@@ -311,7 +284,6 @@ class GroupedPairSampler(torch.utils.data.Sampler):
         random.Random(self.seed + self.epoch).shuffle(keys)
         self.epoch += 1
         return iter([i for k in keys for i in self.by[k]])
-
 
 # %% ../../nbs/06b_reward_model.ipynb #cf40873b
 def tokenize_pairs(pairs: list[dict], tokenizer, max_length: int = 256) -> list[dict]:
@@ -356,7 +328,6 @@ def reward_training_arguments(
         logging_first_step=True,
     )
 
-
 # %% ../../nbs/06b_reward_model.ipynb #rb000025
 class RewardModelTrainer(Trainer):
     """HF `Trainer` for a `RewardModel` on preference pairs; `compute_reward_loss(chosen, rejected)` is the tutorial's
@@ -397,7 +368,6 @@ class RewardModelTrainer(Trainer):
         if self.grouped and isinstance(ds, list) and ds and "group" in ds[0]:
             return GroupedPairSampler([f["group"] for f in ds], seed=self.args.seed)
         return super()._get_train_sampler(*args, **kwargs)
-
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000027
 def _margin_accuracy(ev) -> dict:
@@ -441,7 +411,6 @@ def _reward_metrics(trainer, tokenizer, pairs, eval_pairs, cfg: RewardConfig, ba
         metrics |= {"eval_pairs": len(eval_pairs), "eval_accuracy": pairwise_accuracy(model, tokenizer, eval_pairs)}
     return metrics
 
-
 # %% ../../nbs/06b_reward_model.ipynb #rb000028
 def train_reward_model(
     pairs: list[dict],
@@ -477,7 +446,6 @@ def train_reward_model(
         print(f"train_reward_model: {metrics['nonfinite_steps']} steps had a non-finite loss and were skipped")
     return model, metrics
 
-
 # %% ../../nbs/06b_reward_model.ipynb #7faa1ed6
 def reward_margins(
     model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64, progress: bool = False
@@ -494,7 +462,6 @@ def pairwise_accuracy(model: RewardModel, tokenizer, pairs: list[dict], batch_si
     "Share of pairs where the RM scores chosen above rejected."
     rc, rr = reward_margins(model, tokenizer, pairs, batch_size)
     return float((rc > rr).mean())
-
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000032
 def _candidates_by_prompt(pairs: list[dict]) -> dict:
@@ -532,7 +499,6 @@ def gold_agreement(model: RewardModel, tokenizer, pairs: list[dict], batch_size:
         "pearson": pearson([f[3] for f in flat], rm),
     }
 
-
 # %% ../../nbs/06b_reward_model.ipynb #rb000034
 def _accuracy_by(ok: np.ndarray, pairs: list[dict], key: str) -> dict:
     "Pairwise accuracy per value of `key` (task, rejected source, ...)."
@@ -557,7 +523,6 @@ def evaluate_reward_model(model: RewardModel, tokenizer, pairs: list[dict]) -> d
         "rejected_rewards": [round(float(x), 5) for x in rr],
     }
 
-
 # %% ../../nbs/06b_reward_model.ipynb #rb000037
 def plot_calibration(
     chosen_rewards, rejected_rewards, n_bins: int = 10, ax=None, title: str = "reward model calibration"
@@ -580,7 +545,6 @@ def plot_calibration(
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
     return ax, tab
-
 
 # %% ../../nbs/06b_reward_model.ipynb #386ff6b8
 def load_reward_model(name_or_dir, device: str | None = "cpu"):

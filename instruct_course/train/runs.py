@@ -18,17 +18,8 @@ from transformers import TrainerCallback
 from ..core import CourseError, save_json
 
 # %% auto #0
-__all__ = [
-    "RUN_RECORD",
-    "fingerprint_dataset",
-    "fingerprint_model",
-    "run_record",
-    "record_differences",
-    "course_files",
-    "checkpoint_to_resume",
-    "claim_output_dir",
-    "RecordCheckpoints",
-]
+__all__ = ['RUN_RECORD', 'fingerprint_dataset', 'fingerprint_model', 'run_record', 'record_differences', 'course_files',
+           'checkpoint_to_resume', 'claim_output_dir', 'RecordCheckpoints']
 
 # %% ../../nbs/05b_runs.ipynb #a266428e
 RUN_RECORD = "course_run.json"
@@ -56,7 +47,6 @@ def fingerprint_model(model) -> dict:
     raw = (n.encode() + t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() for n, t in state)
     n_params = sum(p.numel() for p in model.parameters())
     return {"sha256": _sha256(raw), "class": type(model).__name__, "parameters": n_params}
-
 
 # %% ../../nbs/05b_runs.ipynb #948414ca
 def run_record(kind: str, config, seed: int, model, train_ds, eval_ds=None, **extra) -> dict:
@@ -87,7 +77,6 @@ def record_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif a != b:
             out.append(f"{prefix}{k}: {_short(a)} there, {_short(b)} now")
     return out
-
 
 # %% ../../nbs/05b_runs.ipynb #40a2e125
 _RUN_FILES = {
@@ -129,7 +118,6 @@ def _why_not_this_run(out: Path, found: list[Path], record: dict) -> list[str]:
             why += [f"{p.name}: {d}" for d in record_differences(old, record)]
     return why
 
-
 # %% ../../nbs/05b_runs.ipynb #872c4add
 def checkpoint_to_resume(out: Path, resume, record: dict) -> str | None:
     "The checkpoint folder `resume` names (True: the latest complete one in `out`), checked against `record`."
@@ -162,7 +150,6 @@ def checkpoint_to_resume(out: Path, resume, record: dict) -> str | None:
             "and seed, or start without resume_from_checkpoint"
         )
     return str(path)
-
 
 # %% ../../nbs/05b_runs.ipynb #92bc6a17
 def claim_output_dir(output_dir, record: dict, overwrite: bool = False, resume=None) -> str | None:

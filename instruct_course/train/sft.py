@@ -28,21 +28,9 @@ from ..generation import generate
 from .runs import RecordCheckpoints, claim_output_dir, run_record
 
 # %% auto #0
-__all__ = [
-    "instruction_training_config",
-    "INSTRUCTION_TRAINING_CONFIG_PROVENANCE",
-    "SAMPLING",
-    "STRATEGIES",
-    "LOSS_ON",
-    "SFTConfig",
-    "resolve_sft_config",
-    "sft_config_from_tutorial",
-    "training_arguments",
-    "InstructionTrainer",
-    "train_sft_stage",
-    "evaluate_exact_match",
-    "plot_loss",
-]
+__all__ = ['instruction_training_config', 'INSTRUCTION_TRAINING_CONFIG_PROVENANCE', 'SAMPLING', 'STRATEGIES', 'LOSS_ON',
+           'SFTConfig', 'resolve_sft_config', 'sft_config_from_tutorial', 'training_arguments', 'InstructionTrainer',
+           'train_sft_stage', 'evaluate_exact_match', 'plot_loss']
 
 # %% ../../nbs/05_sft.ipynb #f0bc9dc5
 instruction_training_config = {
@@ -101,7 +89,6 @@ _SFT_RULES = {  # field: (accepts the value?, what it must be)
     "style": (lambda v: v in PROMPT_STYLES, f"one of {PROMPT_STYLES}"),
 }
 
-
 # %% ../../nbs/05_sft.ipynb #64c0464b
 @dataclass
 class SFTConfig:
@@ -135,7 +122,6 @@ class SFTConfig:
                 "gradient_accumulation_steps micro-batches of similar length: set gradient_accumulation_steps >= 2"
             )
 
-
 # %% ../../nbs/05_sft.ipynb #079eaa8a
 _OTHER_NAMES = {  # TRL / transformers 5 / earlier course names -> SFTConfig's
     "evaluation_strategy": "renamed eval_strategy in transformers 5; or use sft_config_from_tutorial",
@@ -150,7 +136,6 @@ _OTHER_NAMES = {  # TRL / transformers 5 / earlier course names -> SFTConfig's
 def resolve_sft_config(config: SFTConfig | Mapping | None = None, **overrides) -> SFTConfig:
     "`config` (an `SFTConfig`, a dict of its fields, or None for the defaults) with `overrides` applied, validated."
     return make_config(SFTConfig, config, _OTHER_NAMES, **overrides)
-
 
 # %% ../../nbs/05_sft.ipynb #18c3fe3d
 def sft_config_from_tutorial(config: Mapping | None = None, **overrides) -> SFTConfig:
@@ -169,7 +154,6 @@ def sft_config_from_tutorial(config: Mapping | None = None, **overrides) -> SFTC
             "fp16=False)) and the course's device policy picks the precision (fp32 on a CPU, bf16 on a GPU)"
         )
     return c
-
 
 # %% ../../nbs/05_sft.ipynb #68c1f12b
 def training_arguments(
@@ -216,7 +200,6 @@ def training_arguments(
         train_sampling_strategy=c.train_sampling_strategy,
     )
 
-
 # %% ../../nbs/05_sft.ipynb #24a0dc16
 class InstructionTrainer(Trainer):
     "A `Trainer` whose loss is the response-only mean over the optimizer step's response tokens."
@@ -235,7 +218,6 @@ class InstructionTrainer(Trainer):
         if type(s).__name__ == "BatchRebalanceSampler":  # transformers seeds it with a fixed 42: follow our seed
             s.seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return s
-
 
 # %% ../../nbs/05_sft.ipynb #216f7e36
 LOSS_ON = ("response", "all")
@@ -265,7 +247,6 @@ def _as_prepared(data, tokenizer, max_length: int, style: str, loss_on: str, wha
         raise CourseError(f"loss_on must be one of {LOSS_ON}, got {loss_on!r}")
     return ds
 
-
 # %% ../../nbs/05_sft.ipynb #852f610f
 def _save_run(trainer, tokenizer, out: Path, seconds: float, config: SFTConfig, loss_on: str) -> None:
     "The final model and tokenizer (safetensors; no pickled training_args.bin) and `log_history.json`."
@@ -279,7 +260,6 @@ def _save_run(trainer, tokenizer, out: Path, seconds: float, config: SFTConfig, 
         "loss_on": loss_on,
     }
     save_json(log, out / "log_history.json")
-
 
 # %% ../../nbs/05_sft.ipynb #eb9e70a0
 def train_sft_stage(
@@ -325,7 +305,6 @@ def train_sft_stage(
     trainer.model.eval()
     return trainer.model
 
-
 # %% ../../nbs/05_sft.ipynb #d9498b8d
 def evaluate_exact_match(
     model,
@@ -353,7 +332,6 @@ def evaluate_exact_match(
         "n": len(records),
         "predictions": preds,
     }
-
 
 # %% ../../nbs/05_sft.ipynb #368a0e96
 def plot_loss(log_history, ax=None, title: str = "SFT loss"):
