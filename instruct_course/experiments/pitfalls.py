@@ -23,9 +23,9 @@ from ..train.callbacks import EvalLossEarlyStopping, early_stop_index
 from ..train.sft import SFTConfig, evaluate_exact_match, instruction_training_config, train_sft_stage
 
 # %% auto #0
-__all__ = ['PITFALLS_TABLE', 'QUICK', 'FULL', 'pitfall_setup', 'pitfall_train', 'curves', 'overfit_data', 'plot_overfitting',
-           'overfitting_runs', 'underfitting_runs', 'plot_underfitting', 'heldout_pretraining_text', 'forgetting_runs',
-           'plot_forgetting', 'contamination_runs', 'plot_contamination', 'run_pitfalls_experiment']
+__all__ = ['PITFALLS_TABLE', 'QUICK', 'FULL', 'pitfall_setup', 'pitfall_train', 'curves', 'loss_axes', 'overfit_data',
+           'plot_overfitting', 'overfitting_runs', 'underfitting_runs', 'plot_underfitting', 'heldout_pretraining_text',
+           'forgetting_runs', 'plot_forgetting', 'contamination_runs', 'plot_contamination', 'run_pitfalls_experiment']
 
 # %% ../../nbs/experiments/pitfalls.ipynb #8c8173ea
 PITFALLS_TABLE = [
@@ -118,6 +118,17 @@ def curves(log: list[dict]) -> dict:
         "eval": [(h["step"], h["eval_loss"]) for h in log if "eval_loss" in h],
     }
 
+
+def loss_axes(ax, title: str):
+    "Finish a loss-per-step panel: log scale, labels, title, legend, grid; returns `ax`."
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
 # %% ../../nbs/experiments/pitfalls.ipynb #42993129
 def overfit_data(setup: dict) -> tuple[list[dict], list[dict]]:
     "A deliberately tiny training set (the first `overfit_n` training records) and the held-out instances."
@@ -143,13 +154,7 @@ def plot_overfitting(
         ax.axvline(best_step, ls="--", c="k", lw=1, label=f"lowest eval loss (step {best_step})")
     if stopped_step is not None:
         ax.axvline(stopped_step, ls=":", c="r", lw=1.5, label=f"early stopping fired (step {stopped_step})")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax
+    return loss_axes(ax, title)
 
 # %% ../../nbs/experiments/pitfalls.ipynb #c9aa8800
 def overfitting_runs(setup: dict, out_dir) -> dict:
@@ -208,13 +213,7 @@ def plot_underfitting(runs: dict, ax=None, title="Underfitting: same steps, two 
         cv = curves(r["log"])
         ax.plot(*zip(*cv["train"]), c=f"C{i}", label=f"{name}: train")
         ax.plot(*zip(*cv["eval"]), "--o", ms=3, c=f"C{i}", label=f"{name}: eval")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return ax
+    return loss_axes(ax, title)
 
 # %% ../../nbs/experiments/pitfalls.ipynb #1ec24d91
 def heldout_pretraining_text(setup: dict) -> list[str]:

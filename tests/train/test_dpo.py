@@ -4,7 +4,6 @@ start."""
 
 import copy
 import math
-import random
 
 import pytest
 import torch
@@ -20,35 +19,6 @@ from instruct_course.train.dpo import (
     sample_responses,
     train_dpo,
 )
-
-
-@pytest.fixture(scope="module")
-def pairs():
-    """Hand-made pairs from the world: chosen = the reference answer, rejected = another record's answer of the same
-    family."""
-    recs = make_splits(
-        seed=0,
-        n_train=40,
-        n_eval=4,
-        families=["sentiment", "uppercase", "plural", "arithmetic"],
-        heldout_families=["plural"],
-    )["train"]
-    rng, out = random.Random(0), []
-    for r in recs:
-        others = sorted({o["response"] for o in recs if o["task"] == r["task"] and o["response"] != r["response"]})
-        out.append(
-            {
-                "prompt": format_prompt(r["instruction"], r["input"]),
-                "chosen": r["response"],
-                "rejected": rng.choice(others),
-                "instruction": r["instruction"],
-                "input": r["input"],
-                "response": r["response"],
-                "task": r["task"],
-                "group": len(out),
-            }
-        )
-    return out
 
 
 def test_config_provenance_and_validation():

@@ -3,7 +3,6 @@
 
 import copy
 import math
-import random
 import warnings
 
 import pytest
@@ -11,8 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from instruct_course.core import CourseError
-from instruct_course.data.masking import IGNORE_INDEX, format_prompt, prepare_instruction_data
-from instruct_course.data.world import make_splits
+from instruct_course.data.masking import IGNORE_INDEX, prepare_instruction_data
 from instruct_course.train.dpo_loss import (
     collate_pairs,
     collate_rows,
@@ -21,36 +19,6 @@ from instruct_course.train.dpo_loss import (
     prepare_pairs,
     sequence_logprobs,
 )
-
-
-@pytest.fixture(scope="module")
-def pairs():
-    """Hand-made pairs from the world: chosen = the reference answer, rejected = another record's answer of the same
-    family."""
-    recs = make_splits(
-        seed=0,
-        n_train=40,
-        n_eval=4,
-        families=["sentiment", "uppercase", "plural", "arithmetic"],
-        heldout_families=["plural"],
-    )["train"]
-    rng, out = random.Random(0), []
-    for r in recs:
-        others = sorted({o["response"] for o in recs if o["task"] == r["task"] and o["response"] != r["response"]})
-        out.append(
-            {
-                "prompt": format_prompt(r["instruction"], r["input"]),
-                "chosen": r["response"],
-                "rejected": rng.choice(others),
-                "instruction": r["instruction"],
-                "input": r["input"],
-                "response": r["response"],
-                "task": r["task"],
-                "group": len(out),
-            }
-        )
-    return out
-
 
 # --- the loss -------------------------------------------------------------------------------------------------------
 

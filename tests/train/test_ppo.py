@@ -12,22 +12,7 @@ from instruct_course.train.ppo import HISTORY_KEYS, PPOConfig, make_experience, 
 from instruct_course.train.ppo_rollout import PolicyWithValueHead, load_policy, rollout
 
 
-@pytest.fixture(scope="module")
-def records(splits):
-    return splits["train"][:12]
-
-
-def _repad(ro, pad_id, left=2, right=3):
-    "The same rollout with `left` more prompt padding columns and `right` more response padding columns."
-    B = ro["query"].shape[0]
-    q = torch.cat([torch.full((B, left), pad_id), ro["query"]], 1)
-    qm = torch.cat([torch.zeros(B, left, dtype=torch.long), ro["query_mask"]], 1)
-    r = torch.cat([ro["response"], torch.full((B, right), pad_id)], 1)
-    rm = torch.cat([ro["response_mask"], torch.zeros(B, right, dtype=torch.long)], 1)
-    return {**ro, "query": q, "query_mask": qm, "response": r, "response_mask": rm}
-
-
-def test_padding_changes_nothing(tiny_sft, tok, records):
+def test_padding_changes_nothing(tiny_sft, tok, records, repad):
     lm = tiny_sft
     seed_everything(0)
     model = PolicyWithValueHead(lm)
@@ -39,7 +24,7 @@ def test_padding_changes_nothing(tiny_sft, tok, records):
             p.add_(0.01 * torch.randn_like(p))
     prompts = [format_prompt(r["instruction"], r["input"]) for r in records[:6]]
     ro = rollout(lm, tok, prompts, max_new_tokens=16, temperature=1.0)
-    ro2 = _repad(ro, tok.pad_token_id)
+    ro2 = repad(ro, tok.pad_token_id)
     # the score goes on the last real response token, which is EOS whenever the response ended
     last = ro["response_mask"].sum(1) - 1
     ends = ro["response"][torch.arange(6), last]

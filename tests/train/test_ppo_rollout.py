@@ -23,21 +23,6 @@ from instruct_course.train.ppo_rollout import (
 )
 
 
-@pytest.fixture(scope="module")
-def records(splits):
-    return splits["train"][:12]
-
-
-def _repad(ro, pad_id, left=2, right=3):
-    "The same rollout with `left` more prompt padding columns and `right` more response padding columns."
-    B = ro["query"].shape[0]
-    q = torch.cat([torch.full((B, left), pad_id), ro["query"]], 1)
-    qm = torch.cat([torch.zeros(B, left, dtype=torch.long), ro["query_mask"]], 1)
-    r = torch.cat([ro["response"], torch.full((B, right), pad_id)], 1)
-    rm = torch.cat([ro["response_mask"], torch.zeros(B, right, dtype=torch.long)], 1)
-    return {**ro, "query": q, "query_mask": qm, "response": r, "response_mask": rm}
-
-
 def test_logprobs_at_sampling_temperature(tiny_sft, tok, records):
     lm = tiny_sft
     prompts = [format_prompt(r["instruction"], r["input"]) for r in records[:6]]
@@ -75,7 +60,7 @@ def test_logprobs_at_sampling_temperature(tiny_sft, tok, records):
     assert (lp1[:, :n][m] - sampled[m]).abs().max() > 1e-2  # the bug (log-probs at T=1) is detected
 
 
-def test_position_ids_skip_left_padding_for_absolute_positions(tok, records):
+def test_position_ids_skip_left_padding_for_absolute_positions(tok, records, repad):
     """RoPE (the tiny Llama) is shift-invariant; GPT-2's learned positions are not: our forward pass must number
     positions past the padding."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -97,7 +82,7 @@ def test_position_ids_skip_left_padding_for_absolute_positions(tok, records):
     ).eval()
     prompts = [format_prompt(r["instruction"], r["input"]) for r in records[:4]]
     ro = rollout(gpt, tok, prompts, max_new_tokens=6, temperature=1.0)
-    ro2 = _repad(ro, tok.pad_token_id, left=5, right=2)
+    ro2 = repad(ro, tok.pad_token_id, left=5, right=2)
     R = ro["response"].shape[1]
     m = ro["response_mask"].bool()
     with torch.no_grad():
