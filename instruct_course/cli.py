@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from .core import CourseError, to_jsonable
-from .data.world import eval_keys, export_world, make_splits, pretraining_text
+from .data.world import eval_keys, make_splits, pretraining_text
+from .data.world_export import export_world
 from .experiments.registry import EXPERIMENTS, get_experiment, import_target
 from .grading.grader import grade_main
 
@@ -121,7 +122,7 @@ def _cmd_experiment(a) -> None:
     fn = get_experiment(a.name)
     with output_to_stderr():
         res = fn(out_dir=a.out or f"runs/{a.name}", seed=a.seed, quick=a.quick)
-    print_json(res)
+    print_json(res, indent=None if a.json else 2)
 
 # %% ../nbs/90_cli.ipynb #a23d2224
 def _add_world(sub) -> None:
@@ -179,6 +180,7 @@ def _add_experiment(sub) -> None:
     e.add_argument("--out", default=None, help="output directory (default runs/NAME)")
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--quick", action="store_true", help="the small settings the lessons use in CI")
+    e.add_argument("--json", action="store_true", help="compact JSON (one line)")
     e.set_defaults(fn=_cmd_experiment)
 
 

@@ -15,7 +15,8 @@ import unicodedata
 import numpy as np
 from rouge_score import rouge_scorer
 
-from .data.world import FAMILIES, normalize_answer, score_response
+from .data.world import FAMILIES, score_response
+from .data.world_tasks import normalize_answer
 
 # %% auto #0
 __all__ = ['exact_match', 'squad_tokens', 'token_f1', 'UnicodeTokenizer', 'rouge_l', 'ranks', 'pearson', 'spearman',

@@ -32,9 +32,9 @@ import torch
 
 from instruct_course import cli, core, models
 from instruct_course.core import CourseError
-from instruct_course.data import masking, preferences, world
+from instruct_course.data import masking, preferences, world_export
 from instruct_course.grading import grader
-from instruct_course.train import dpo, ppo, reward, sft
+from instruct_course.train import dpo, ppo, reward, reward_training, sft
 
 
 @dataclass
@@ -252,7 +252,7 @@ NAMES = ["train.jsonl", "heldout_instances.jsonl", "heldout_templates.jsonl", "h
 
 def _old_export(c):
     "A folder with a user's file and an earlier export (seed 1) in it."
-    world.export_world(c.path / "w", seed=1, **SMALL)
+    world_export.export_world(c.path / "w", seed=1, **SMALL)
     write(c.path / "w" / "notes.txt", "mine")
     c.fixtures["before"] = files(c.path / "w")
 
@@ -271,7 +271,7 @@ def _fail_mid_write(c, exc):
     def boom(*a, **k):
         raise exc
 
-    c.monkeypatch.setattr(world, "pretraining_text", boom)
+    c.monkeypatch.setattr(world_export, "pretraining_text", boom)
 
 
 def _replaced(counts, c):
@@ -280,7 +280,7 @@ def _replaced(counts, c):
         counts["train"] == len(core.read_jsonl(c.path / "w" / "train.jsonl"))
         and now["notes.txt"] == b"mine"
         and now["train.jsonl"] != c.fixtures["before"]["train.jsonl"]
-        and sorted(now) == sorted(world.world_files() + ["notes.txt"])
+        and sorted(now) == sorted(world_export.world_files() + ["notes.txt"])
         and _no_temp(c)
     )
 
@@ -288,7 +288,7 @@ def _replaced(counts, c):
 WORLD_ROWS = [
     Row(
         "non-empty folder refused",
-        lambda c: world.export_world(c.path / "w", **SMALL),
+        lambda c: world_export.export_world(c.path / "w", **SMALL),
         Raises(CourseError, "not empty (it holds", _unchanged),
         "2",
         True,
@@ -296,7 +296,7 @@ WORLD_ROWS = [
     ),
     Row(
         "non-empty folder with force: only the world's files replaced",
-        lambda c: world.export_world(c.path / "w", force=True, **SMALL),
+        lambda c: world_export.export_world(c.path / "w", force=True, **SMALL),
         _replaced,
         "2",
         True,
@@ -304,21 +304,21 @@ WORLD_ROWS = [
     ),
     Row(
         "target is a file",
-        lambda c: world.export_world(write(c.path / "f.txt", "x"), **SMALL),
+        lambda c: world_export.export_world(write(c.path / "f.txt", "x"), **SMALL),
         Raises(CourseError, "is a file, not a folder"),
         "2",
         True,
     ),
     Row(
         "unwritable: a path through a file",
-        lambda c: world.export_world(write(c.path / "f.txt", "x") / "w", **SMALL),
+        lambda c: world_export.export_world(write(c.path / "f.txt", "x") / "w", **SMALL),
         Raises(CourseError, "f.txt is a file, not a folder", _no_temp),
         "2",
         True,
     ),
     Row(
         "unwritable: a read-only file system",
-        lambda c: world.export_world("/sys/instruct-course-world", **SMALL),
+        lambda c: world_export.export_world("/sys/instruct-course-world", **SMALL),
         Raises(CourseError, "cannot write the world to /sys/instruct-course-world"),
         "2",
         True,
@@ -326,7 +326,7 @@ WORLD_ROWS = [
     ),
     Row(
         "disk full mid-write: old files intact, no temp files",
-        lambda c: world.export_world(c.path / "w", force=True, **SMALL),
+        lambda c: world_export.export_world(c.path / "w", force=True, **SMALL),
         Raises(CourseError, "No space left on device", _unchanged),
         "2",
         True,
@@ -334,7 +334,7 @@ WORLD_ROWS = [
     ),
     Row(
         "interrupted mid-write: old files intact, no temp files",
-        lambda c: world.export_world(c.path / "w", force=True, **SMALL),
+        lambda c: world_export.export_world(c.path / "w", force=True, **SMALL),
         Raises(KeyboardInterrupt, "", _unchanged),
         "2",
         True,
@@ -342,7 +342,7 @@ WORLD_ROWS = [
     ),
     Row(
         "a killed export's temp folder is removed by the next export",
-        lambda c: world.export_world(c.path / "w", **SMALL),
+        lambda c: world_export.export_world(c.path / "w", **SMALL),
         lambda r, c: _no_temp(c) and (c.path / "w" / "pretrain.txt").exists(),
         "2",
         True,
@@ -350,13 +350,13 @@ WORLD_ROWS = [
     ),
     Row(
         "new nested folder",
-        lambda c: world.export_world(c.path / "a" / "b", **SMALL),
+        lambda c: world_export.export_world(c.path / "a" / "b", **SMALL),
         lambda r, c: sorted(p.name for p in (c.path / "a" / "b").iterdir()) == sorted(NAMES),
     ),
-    Row("n_train < 0", lambda c: world.export_world(c.path / "w", n_train=-1), Raises(CourseError, "n_train")),
+    Row("n_train < 0", lambda c: world_export.export_world(c.path / "w", n_train=-1), Raises(CourseError, "n_train")),
     Row(
         "n_docs not a number",
-        lambda c: world.export_world(c.path / "w", n_docs="many"),
+        lambda c: world_export.export_world(c.path / "w", n_docs="many"),
         Raises(CourseError, "n_docs must be a whole number"),
         "2",
         True,
@@ -789,21 +789,21 @@ RANKING_ROWS = [
     Row("no pairs at all", lambda c: preferences.validate_preferences([]), Raises(CourseError, "no preference pairs")),
     Row(
         "RewardConfig typo",
-        lambda c: reward.reward_config(lerning_rate=1e-3),
+        lambda c: reward_training.reward_config(lerning_rate=1e-3),
         Raises(CourseError, "'lerning_rate' (did you mean 'learning_rate'?)"),
         "4",
         True,
     ),
     Row(
         "RewardConfig TRL name",
-        lambda c: reward.reward_config(per_device_train_batch_size=8),
+        lambda c: reward_training.reward_config(per_device_train_batch_size=8),
         Raises(CourseError, "TRL's name: use 'batch_size'"),
         "4",
         True,
     ),
     Row(
         "RewardConfig learning_rate -1",
-        lambda c: reward.reward_config(learning_rate=-1),
+        lambda c: reward_training.reward_config(learning_rate=-1),
         Raises(CourseError, "learning_rate must be a number > 0"),
         "",
         True,

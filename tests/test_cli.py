@@ -101,6 +101,7 @@ def test_experiment_registry_and_missing_module(monkeypatch, capsys):
         "pitfalls": "instruct_course.experiments.pitfalls:run_pitfalls_experiment",
         "overoptimization": "instruct_course.experiments.ppo:run_overoptimization",
         "judge": "instruct_course.experiments.judge:run_judge_agreement",
+        "rlhf": "instruct_course.experiments.rlhf:run_rlhf",
         "dpo-vs-ppo": "instruct_course.experiments.dpo:run_dpo_vs_ppo",
     }
     monkeypatch.setitem(registry.EXPERIMENTS, "ghost", ("instruct_course.experiments.ghost:run_ghost", "missing"))
@@ -162,3 +163,16 @@ def test_grade_is_wired(tmp_path):
     assert r.returncode == 2 and "no such notebook" in json.loads(r.stdout)["error"]
     r = run("grade", "--help")
     assert r.returncode == 0 and "--fail-under" in r.stdout
+
+
+def test_experiment_json_is_one_line(monkeypatch, capsys):
+    "`experiment NAME --json` prints one compact line of JSON; without --json the same object, indented."
+    monkeypatch.setitem(registry.EXPERIMENTS, "tiny", ("json:loads", "a stand-in"))
+    monkeypatch.setattr(registry, "get_experiment", lambda name: lambda **kw: {"name": name, "quick": kw["quick"]})
+    monkeypatch.setattr(cli, "get_experiment", registry.get_experiment)
+    assert cli.main(["experiment", "tiny", "--quick", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert out == '{"name": "tiny", "quick": true}\n'
+    assert cli.main(["experiment", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 4 and json.loads(out) == {"name": "tiny", "quick": False}

@@ -8,7 +8,8 @@ from __future__ import annotations
 import random
 
 from ..core import CourseError, check_record
-from .flan import check_no_leak, template_fields
+from .flan import template_fields
+from .flan_mixing import check_no_leak
 from .world import get_family, instance_text, make_splits
 
 # %% auto #0

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 
 from ..core import CourseError, check_record, read_jsonl, validate_records, write_jsonl
 from .masking import format_prompt
-from .world import TOPIC_LABELS, final_answer, get_family, normalize_answer, score_response
+from .world import get_family, score_response
+from .world_tasks import TOPIC_LABELS, final_answer, normalize_answer
 from ..generation import generate
 
 # %% auto #0

@@ -6,409 +6,33 @@
 from __future__ import annotations
 
 import functools
-import os
 import random
 import re
-import secrets
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
-from ..core import CourseError, write_jsonl
-
-# %% auto #0
-__all__ = ['NAMES', 'CITIES', 'FOODS', 'FR_NOUNS', 'FR_ADJS', 'FR_VERBS', 'ANTONYMS', 'PLURALS', 'COLORS', 'WORDS',
-           'TOPIC_LABELS', 'FAMILIES', 'DEFAULT_HELDOUT_FAMILIES', 'SPLITS', 'PRETRAIN_WEIGHTS', 'Template',
-           'TaskFamily', 'normalize_answer', 'final_answer', 'get_family', 'list_families', 'score_response',
-           'render_record', 'make_splits', 'instance_text', 'eval_keys', 'pretraining_text', 'world_files',
-           'export_world']
-
-# %% ../../nbs/01_world.ipynb #c6e95ad9
-NAMES = "Tom Ann Ben Mia Sam Lea Max Eva Leo Zoe Dan Ivy Tim Amy Jon Kim Ray Sue Ned Liv".split()
-CITIES = "Paris Rome Oslo Lima Cairo Tokyo Berlin Madrid Dublin Vienna Quito Seoul Lisbon Prague".split()
-FOODS = "apples pears plums grapes cherries bananas rice bread cheese soup pasta cake lemons beans".split()
-# English noun -> (French noun, gender); English adjective -> (masc, fem, goes before the noun?)
-FR_NOUNS = {
-    "cat": ("chat", "m"),
-    "dog": ("chien", "m"),
-    "fish": ("poisson", "m"),
-    "horse": ("cheval", "m"),
-    "duck": ("canard", "m"),
-    "boy": ("garçon", "m"),
-    "cake": ("gâteau", "m"),
-    "book": ("livre", "m"),
-    "mouse": ("souris", "f"),
-    "cow": ("vache", "f"),
-    "girl": ("fille", "f"),
-    "apple": ("pomme", "f"),
-    "ball": ("balle", "f"),
-    "house": ("maison", "f"),
-    "car": ("voiture", "f"),
-    "door": ("porte", "f"),
-}
-FR_ADJS = {
-    "red": ("rouge", "rouge", False),
-    "black": ("noir", "noire", False),
-    "green": ("vert", "verte", False),
-    "white": ("blanc", "blanche", False),
-    "blue": ("bleu", "bleue", False),
-    "small": ("petit", "petite", True),
-    "big": ("grand", "grande", True),
-    "pretty": ("joli", "jolie", True),
-}
-FR_VERBS = {
-    "eats": "mange",
-    "sees": "voit",
-    "likes": "aime",
-    "finds": "trouve",
-    "wants": "veut",
-    "chases": "chasse",
-    "has": "a",
-    "follows": "suit",
-}
-ANTONYMS = [
-    ("hot", "cold"),
-    ("big", "small"),
-    ("fast", "slow"),
-    ("happy", "sad"),
-    ("old", "young"),
-    ("tall", "short"),
-    ("light", "dark"),
-    ("rich", "poor"),
-    ("early", "late"),
-    ("full", "empty"),
-    ("hard", "soft"),
-    ("open", "closed"),
-    ("loud", "quiet"),
-    ("clean", "dirty"),
-    ("strong", "weak"),
-    ("wet", "dry"),
-    ("near", "far"),
-    ("thick", "thin"),
-    ("high", "low"),
-    ("good", "bad"),
-]
-PLURALS = {
-    "cat": "cats",
-    "dog": "dogs",
-    "book": "books",
-    "car": "cars",
-    "tree": "trees",
-    "bird": "birds",
-    "house": "houses",
-    "horse": "horses",
-    "box": "boxes",
-    "fox": "foxes",
-    "bus": "buses",
-    "glass": "glasses",
-    "dish": "dishes",
-    "baby": "babies",
-    "city": "cities",
-    "story": "stories",
-    "berry": "berries",
-    "leaf": "leaves",
-    "wolf": "wolves",
-    "knife": "knives",
-    "mouse": "mice",
-    "child": "children",
-    "man": "men",
-    "woman": "women",
-    "foot": "feet",
-    "tooth": "teeth",
-    "goose": "geese",
-    "sheep": "sheep",
-    "fish": "fish",
-    "person": "people",
-}
-COLORS = "red black green white blue brown yellow grey".split()
-WORDS = sorted(
-    set(
-        "cat dog fox bird tree house river apple book door green red blue small big happy runs jumps sings reads "
-        "sleeps walks the a old new sun moon rain cake ship road".split()
-    )
+from ..core import CourseError
+from instruct_course.data.world_tasks import (
+    TaskFamily,
+    Template,
+    final_answer,
+    make_antonym,
+    make_arithmetic,
+    make_code,
+    make_compare,
+    make_plural,
+    make_qa,
+    make_reverse_words,
+    make_sentiment,
+    make_summarize,
+    make_topic,
+    make_translate,
+    make_uppercase,
+    make_word_problem,
+    normalize_answer,
 )
 
-# %% ../../nbs/01_world.ipynb #221e772c
-@dataclass(frozen=True)
-class Template:
-    "One phrasing of a task: format strings over an instance's fields."
-
-    id: str
-    instruction: str
-    input: str = ""
-
-    def render(self, inst: dict) -> tuple[str, str]:
-        try:
-            return self.instruction.format(**inst), self.input.format(**inst)
-        except KeyError as e:
-            raise CourseError(f"template {self.id!r} needs field {e.args[0]!r}, instance has {sorted(inst)}") from None
-
-
-@dataclass
-class TaskFamily:
-    "A task: instance generator, train and held-out templates, plain-text rendering, answer check."
-
-    name: str
-    cluster: str
-    make: Callable[[random.Random], dict]  # -> fields incl. 'key' (identity of the instance) and 'response'
-    templates: list[Template]
-    heldout_templates: list[Template]
-    plain: Callable[[dict], str]
-    multi_step: bool = False  # response has worked steps ending in "The answer is X."
-    description: str = ""
-
-    def template(self, template_id: str) -> Template:
-        for t in self.templates + self.heldout_templates:
-            if t.id == template_id:
-                return t
-        valid = [t.id for t in self.templates + self.heldout_templates]
-        raise CourseError(f"family {self.name!r} has no template {template_id!r}; valid: {valid}")
-
-# %% ../../nbs/01_world.ipynb #4aae262a
-_ANSWER_RE = re.compile(r"The answer is (.+?)\.?\s*$")
-
-
-def normalize_answer(text: str) -> str:
-    "Collapse white space and strip; the comparison used by exact match."
-    return " ".join(str(text).split())
-
-
-def final_answer(text: str) -> str | None:
-    "The `X` of a trailing 'The answer is X.', or None."
-    m = _ANSWER_RE.search(normalize_answer(text))
-    return m.group(1).strip() if m else None
-
-# %% ../../nbs/01_world.ipynb #d16c28b3
-_POS = "great lovely delicious wonderful excellent perfect fantastic pleasant superb charming".split()
-_NEG = "terrible awful bland boring horrible disappointing poor dreadful rude dirty".split()
-_ITEMS = "soup movie hotel book song game cafe pizza phone show room bakery".split()
-_STAFF = "staff service price music view ending sound food".split()
-
-
-def _sentiment(r):
-    pol = r.choice(["positive", "negative"])
-    adjs = _POS if pol == "positive" else _NEG
-    a, b = r.sample(adjs, 2)
-    item, other = r.choice(_ITEMS), r.choice(_STAFF)
-    form = r.randrange(3)
-    if form == 0:
-        text = f"The {item} was {a} and the {other} was {b}."
-    elif form == 1:
-        text = f"What a {a} {item}! The {other} was {b} too."
-    else:
-        text = f"I found the {item} {a}. The {other} was {b}."
-    return {"key": text, "text": text, "response": pol}
-
-# %% ../../nbs/01_world.ipynb #3b01688a
-_TOPICS = {
-    "sports": [
-        "{n} scored a goal in the match in {c}.",
-        "The team from {c} won the game.",
-        "{n} ran the race and came first.",
-        "{n} plays tennis every week in {c}.",
-    ],
-    "food": [
-        "{n} cooked {f} for dinner in {c}.",
-        "The bakery in {c} sells fresh {f}.",
-        "{n} ate {f} with a spoon.",
-        "The recipe needs {f} and salt.",
-    ],
-    "music": [
-        "{n} played the guitar at a concert in {c}.",
-        "The band from {c} sang a new song.",
-        "{n} listens to the piano every night.",
-        "The choir in {c} sang loudly.",
-    ],
-    "weather": [
-        "It rained all day in {c}.",
-        "The wind was strong in {c} this morning.",
-        "{n} saw snow falling over {c}.",
-        "The sun was hot in {c} today.",
-    ],
-    "animals": [
-        "{n} fed the horses on a farm near {c}.",
-        "A fox ran across the road in {c}.",
-        "The zoo in {c} has two lions.",
-        "{n} saw a duck swim in the lake.",
-    ],
-}
-TOPIC_LABELS = list(_TOPICS)
-
-
-def _topic(r):
-    lab = r.choice(TOPIC_LABELS)
-    text = r.choice(_TOPICS[lab]).format(n=r.choice(NAMES), c=r.choice(CITIES), f=r.choice(FOODS))
-    return {
-        "key": text,
-        "text": text,
-        "options": "\n".join(f"- {o}" for o in TOPIC_LABELS),
-        "labels": ", ".join(TOPIC_LABELS),
-        "response": lab,
-    }
-
-# %% ../../nbs/01_world.ipynb #48f5b267
-def _qa(r):
-    people = r.sample(NAMES, r.choice([2, 3]))
-    facts, qs = [], []
-    for p in people:
-        age, city, food = r.randint(5, 60), r.choice(CITIES), r.choice(FOODS)
-        facts += [f"{p} is {age} years old.", f"{p} lives in {city}.", f"{p} likes {food}."]
-        qs += [(f"How old is {p}?", str(age)), (f"Where does {p} live?", city), (f"What does {p} like?", food)]
-    passage = " ".join(facts)
-    q, a = r.choice(qs)
-    return {
-        "key": passage + " " + q,
-        "passage": passage,
-        "question": q,
-        "response": a,
-        "recall": " ".join(r.sample(facts, 2)),
-    }
-
-
-_FILLERS = [
-    "It was a sunny day.",
-    "Many people were there.",
-    "The street was busy.",
-    "Everyone was talking.",
-    "The air smelled of coffee.",
-    "It was late in the afternoon.",
-    "Birds sang in the trees.",
-    "Nobody was in a hurry.",
-    "The shops were open.",
-    "A bell rang somewhere.",
-]
-_EVENTS = "found bought lost painted sold fixed won broke".split()
-_THINGS = "car bike boat clock lamp kite chair drum".split()
-
-
-def _summarize(r):
-    ev = f"{r.choice(NAMES)} {r.choice(_EVENTS)} a {r.choice(COLORS)} {r.choice(_THINGS)} in {r.choice(CITIES)}."
-    sents = r.sample(_FILLERS, r.choice([2, 3]))
-    sents.insert(r.randrange(len(sents) + 1), ev)
-    text = " ".join(sents)
-    return {"key": text, "text": text, "response": ev}
-
-# %% ../../nbs/01_world.ipynb #55a99960
-def _fr_np(noun, adj):
-    fr, g = FR_NOUNS[noun]
-    art = "le" if g == "m" else "la"
-    if adj is None:
-        return f"the {noun}", f"{art} {fr}"
-    m, f, before = FR_ADJS[adj]
-    a = m if g == "m" else f
-    return f"the {adj} {noun}", (f"{art} {a} {fr}" if before else f"{art} {fr} {a}")
-
-
-def _translate(r):
-    n1, n2 = r.sample(list(FR_NOUNS), 2)
-    v = r.choice(list(FR_VERBS))
-    a1 = r.choice([None] + list(FR_ADJS))
-    a2 = r.choice([None, None] + list(FR_ADJS))
-    e1, f1 = _fr_np(n1, a1)
-    e2, f2 = _fr_np(n2, a2)
-    en, fr = f"{e1} {v} {e2}", f"{f1} {FR_VERBS[v]} {f2}"
-    return {"key": en, "text": en, "response": fr}
-
-# %% ../../nbs/01_world.ipynb #f24a4281
-def _add_steps(a, b):
-    "Worked column addition. The numbers are restated first, so every digit the steps need is a few tokens away."
-    u = a % 10 + b % 10
-    carry = u // 10
-    t = a // 10 + b // 10 + carry
-    return (
-        f"{a} + {b}. Units: {a % 10} + {b % 10} = {u}, write {u % 10} carry {carry}. "
-        f"Tens: {a // 10} + {b // 10} + {carry} = {t}. The answer is {a + b}."
-    )
-
-
-def _arithmetic(r):
-    a, b = r.randint(10, 99), r.randint(10, 99)
-    return {"key": f"{a}+{b}", "a": a, "b": b, "response": _add_steps(a, b)}
-
-
-_OBJS = "apples pens coins books cards shells stamps eggs".split()
-
-
-def _word_problem(r):
-    p, q = r.sample(NAMES, 2)
-    o = r.choice(_OBJS)
-    if r.random() < 0.5:
-        x, y = r.randint(1, 9), r.randint(1, 9)
-        text = f"{p} has {x} {o}. {q} gives {p} {y} more {o}. How many {o} does {p} have now?"
-        resp = f"{p} starts with {x} and gets {y}. {x} + {y} = {x + y}. The answer is {x + y}."
-    else:
-        x = r.randint(2, 18)
-        y = r.randint(1, min(9, x - 1))
-        text = f"{p} has {x} {o}. {p} gives {q} {y} {o}. How many {o} does {p} have now?"
-        resp = f"{p} starts with {x} and gives away {y}. {x} - {y} = {x - y}. The answer is {x - y}."
-    return {"key": text, "text": text, "response": resp}
-
-
-def _compare(r):
-    a, b = r.sample(range(10, 100), 2)
-    return {"key": f"{a}?{b}", "a": a, "b": b, "response": str(max(a, b))}
-
-# %% ../../nbs/01_world.ipynb #14d45d12
-def _uppercase(r):
-    text = " ".join(r.choice(WORDS) for _ in range(r.randint(2, 4)))
-    return {"key": text, "text": text, "response": text.upper()}
-
-
-def _reverse(r):
-    ws = r.sample(WORDS, 3)
-    text = " ".join(ws)
-    return {"key": text, "text": text, "response": " ".join(reversed(ws))}
-
-# %% ../../nbs/01_world.ipynb #8c3f9a3c
-_OPS2 = {
-    "sum": "{a} + {b}",
-    "difference": "{a} - {b}",
-    "product": "{a} * {b}",
-    "larger": "max({a}, {b})",
-    "smaller": "min({a}, {b})",
-    "remainder": "{a} % {b}",
-}
-_OPS1 = {
-    "square": "{a} * {a}",
-    "double": "2 * {a}",
-    "negative": "-{a}",
-    "absolute value": "abs({a})",
-    "half": "{a} / 2",
-    "length": "len({a})",
-}
-_FNAMES = "compute solve helper calc get_value result f g do_math answer".split()
-_ARGS = [("a", "b"), ("x", "y"), ("m", "n"), ("p", "q"), ("u", "v")]
-
-
-def _code(r):
-    fn, (a, b) = r.choice(_FNAMES), r.choice(_ARGS)
-    if r.random() < 0.5:
-        op = r.choice(list(_OPS2))
-        desc = f"the {op} of {a} and {b}"
-        sig = f"{a}, {b}"
-        body = _OPS2[op].format(a=a, b=b)
-    else:
-        op = r.choice(list(_OPS1))
-        desc = f"the {op} of {a}"
-        sig = a
-        body = _OPS1[op].format(a=a)
-    code = f"def {fn}({sig}):\n    return {body}"
-    return {"key": f"{fn}|{desc}", "fname": fn, "desc": desc, "response": code}
-
-# %% ../../nbs/01_world.ipynb #2f4789b1
-_ANT = ANTONYMS + [(b, a) for a, b in ANTONYMS]
-
-
-def _antonym(r):
-    w, o = r.choice(_ANT)
-    return {"key": w, "word": w, "response": o}
-
-
-def _plural(r):
-    n = r.choice(list(PLURALS))
-    adj = r.choice(COLORS + ["small", "big", "old", "happy"])
-    return {"key": f"{adj} {n}", "text": f"the {adj} {n}", "response": f"the {adj} {PLURALS[n]}"}
+# %% auto #0
+__all__ = ['FAMILIES', 'DEFAULT_HELDOUT_FAMILIES', 'SPLITS', 'PRETRAIN_WEIGHTS', 'get_family', 'list_families', 'score_response',
+           'render_record', 'make_splits', 'instance_text', 'eval_keys', 'pretraining_text']
 
 # %% ../../nbs/01_world.ipynb #e80a66f4
 _T = Template
@@ -418,7 +42,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "sentiment",
             "classification",
-            _sentiment,
+            make_sentiment,
             [
                 _T("sent_flan", "Is the following review positive or negative? Review: {text}"),
                 _T("sent_what", "What is the sentiment of this review?", "{text}"),
@@ -437,7 +61,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "topic",
             "classification",
-            _topic,
+            make_topic,
             [
                 _T("topic_flan", "Classify the following text into one of these categories: {labels}\nText: {text}"),
                 _T("topic_opts", "{text}\nWhat is this sentence about?\nOPTIONS:\n{options}"),
@@ -450,7 +74,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "qa",
             "qa",
-            _qa,
+            make_qa,
             [
                 _T(
                     "qa_flan",
@@ -466,7 +90,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "summarize",
             "summarization",
-            _summarize,
+            make_summarize,
             [
                 _T("sum_flan", "Summarize the following text in one sentence: {text}"),
                 _T("sum_main", "Which sentence tells what happened? Copy it.", "{text}"),
@@ -479,7 +103,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "translate",
             "translation",
-            _translate,
+            make_translate,
             [
                 _T("tr_flan", "Translate the following sentence to French: {text}"),
                 _T("tr_en_fr", "Translate from English to French.", "{text}"),
@@ -492,7 +116,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "arithmetic",
             "reasoning",
-            _arithmetic,
+            make_arithmetic,
             [
                 _T("ar_flan", "Answer the following question step by step.\nQuestion: What is {a} + {b}?"),
                 _T("ar_add", "Add the two numbers. Show your steps.", "{a} + {b}"),
@@ -506,7 +130,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "word_problem",
             "reasoning",
-            _word_problem,
+            make_word_problem,
             [
                 _T("wp_flan", "Answer the following question step by step.\nQuestion: {text}"),
                 _T("wp_solve", "Solve the word problem.", "{text}"),
@@ -520,7 +144,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "compare",
             "reasoning",
-            _compare,
+            make_compare,
             [
                 _T("cmp_which", "Which number is larger: {a} or {b}?"),
                 _T("cmp_bigger", "Give the bigger of the two numbers.", "{a}, {b}"),
@@ -533,7 +157,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "uppercase",
             "string",
-            _uppercase,
+            make_uppercase,
             [
                 _T("up_caps", "Write the following in capital letters: {text}"),
                 _T("up_convert", "Convert the text to uppercase.", "{text}"),
@@ -546,7 +170,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "reverse_words",
             "string",
-            _reverse,
+            make_reverse_words,
             [
                 _T("rev_order", "Reverse the order of the words: {text}"),
                 _T("rev_back", "Write these words backwards, last word first.", "{text}"),
@@ -559,7 +183,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "code",
             "code",
-            _code,
+            make_code,
             [
                 _T("code_write", "Write a Python function {fname} that returns {desc}."),
                 _T("code_def", "Define a Python function called {fname}.", "It returns {desc}."),
@@ -572,7 +196,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "antonym",
             "lexical",
-            _antonym,
+            make_antonym,
             [
                 _T("ant_opp", "What is the opposite of {word}?"),
                 _T("ant_give", "Give an antonym for the word.", "{word}"),
@@ -585,7 +209,7 @@ FAMILIES: dict[str, TaskFamily] = {
         TaskFamily(
             "plural",
             "lexical",
-            _plural,
+            make_plural,
             [
                 _T("pl_make", "Make this phrase plural: {text}"),
                 _T("pl_form", "Write the plural form.", "{text}"),
@@ -758,102 +382,3 @@ def pretraining_text(
         if parts:
             docs.append(("\n" if any("\n" in p for p in parts) else " ").join(parts))
     return docs
-
-# %% ../../nbs/01_world.ipynb #58cfafa4
-def world_files() -> list[str]:
-    "The files `export_world` writes."
-    return [f"{s}.jsonl" for s in SPLITS] + ["pretrain.txt"]
-
-
-def _export_target(out_dir, force: bool) -> Path:
-    "`out_dir` as an absolute path, checked: a folder (or nothing yet), and empty unless `force`."
-    out = Path(out_dir).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise CourseError(f"{out} is a file, not a folder: give a folder for the world's files")
-    try:
-        there = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    except OSError as e:
-        raise CourseError(f"cannot read the folder {out}: {e.strerror or e}") from None
-    if there and not force:
-        shown = ", ".join(there[:5]) + (f" and {len(there) - 5} more" if len(there) > 5 else "")
-        raise CourseError(
-            f"{out} is not empty (it holds {shown}): the export writes {', '.join(world_files())} and would "
-            "overwrite files of those names. Choose an empty or new folder, or pass force=True "
-            "(instruct-course world export DIR --force), which replaces only those files"
-        )
-    return out
-
-# %% ../../nbs/01_world.ipynb #8d93b533
-def _alive(pid: int) -> bool:
-    "Whether process `pid` exists."
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def _temp_beside(out: Path) -> Path:
-    "A new hidden folder next to `out`, after removing those that killed exports of `out` left behind."
-    if out == out.parent:
-        raise CourseError(f"cannot export into the root folder {out}: give a folder below it")
-    blocker = next((a for a in out.parents if a.exists() and not a.is_dir()), None)
-    if blocker is not None:
-        raise CourseError(f"cannot write the world to {out}: {blocker} is a file, not a folder")
-    for old in out.parent.glob(f".{out.name}.export-*") if out.parent.is_dir() else []:
-        m = re.fullmatch(r"\..+\.export-(\d+)-[0-9a-f]+", old.name)
-        if m and not _alive(int(m.group(1))):
-            shutil.rmtree(old, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.export-{os.getpid()}-{secrets.token_hex(4)}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp.mkdir()
-    return tmp
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    "Rename the finished files into `out` (the whole folder at once when `out` does not exist yet)."
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    for f in sorted(tmp.iterdir()):
-        os.replace(f, out / f.name)
-    tmp.rmdir()
-
-# %% ../../nbs/01_world.ipynb #9a22287d
-def _write_world(tmp: Path, splits: dict, seed: int, n_docs: int) -> dict[str, int]:
-    counts = {}
-    for name, recs in splits.items():
-        write_jsonl(recs, tmp / f"{name}.jsonl")
-        counts[name] = len(recs)
-    docs = pretraining_text(seed=seed, n_docs=n_docs, exclude=eval_keys(splits))
-    (tmp / "pretrain.txt").write_text("\n\n".join(docs) + "\n", encoding="utf-8")
-    counts["pretrain_docs"] = len(docs)
-    return counts
-
-
-def export_world(
-    out_dir: str | Path, seed: int = 0, n_train: int = 600, n_eval: int = 40, n_docs: int = 20000, force: bool = False
-) -> dict[str, int]:
-    """Write `train.jsonl`, `heldout_*.jsonl` and `pretrain.txt` (documents separated by blank lines) into `out_dir`
-    and return the counts. A non-empty folder is refused unless `force` (then only those files are replaced); the
-    files appear all together or not at all."""
-    for k, v in (("seed", seed), ("n_train", n_train), ("n_eval", n_eval), ("n_docs", n_docs)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise CourseError(f"{k} must be a whole number >= 0, got {v!r}")
-    out = _export_target(out_dir, force)
-    splits = make_splits(seed=seed, n_train=n_train, n_eval=n_eval)
-    tmp = None
-    try:
-        tmp = _temp_beside(out)
-        counts = _write_world(tmp, splits, seed, n_docs)
-        _move_into_place(tmp, out)
-    except BaseException as e:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError):
-            why = e.strerror or str(e)
-            raise CourseError(f"cannot write the world to {out}: {why}; choose a folder you can write to") from None
-        raise
-    return counts

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from fastcore.basics import patch
 from tqdm.auto import tqdm
 
-from ..core import CourseError, make_config, validate_records
+from ..core import CourseError, make_config
+from .evol_difficulty import judge_difficulty
 from .self_instruct import as_text_generator
-from ..metrics import UnicodeTokenizer, parse_grade, rouge_l
+from ..metrics import UnicodeTokenizer, rouge_l
 
 # %% auto #0
-__all__ = ['TUTORIAL_EVOLUTION_PROMPTS', 'EVOLUTION_OPS', 'MARKERS', 'STOP_WORDS', 'ELIMINATION_REASONS', 'JUDGE_PROMPT',
-           'evolution_prompt', 'instruction_elimination', 'response_elimination', 'prune', 'simulate_pruning',
-           'EvolInstructConfig', 'EvolInstructGenerator', 'evolution_jobs', 'evolution_record', 'next_pool',
-           'count_constraints', 'difficulty_by_level']
+__all__ = ['TUTORIAL_EVOLUTION_PROMPTS', 'EVOLUTION_OPS', 'MARKERS', 'STOP_WORDS', 'ELIMINATION_REASONS', 'evolution_prompt',
+           'instruction_elimination', 'response_elimination', 'prune', 'simulate_pruning', 'EvolInstructConfig',
+           'EvolInstructGenerator', 'evolution_jobs', 'evolution_record', 'next_pool']
 
 # %% ../../nbs/11_evol_instruct.ipynb #068c1111
 TUTORIAL_EVOLUTION_PROMPTS = {  # the source tutorial's EvolInstructGenerator.evolution_prompts, verbatim
@@ -354,81 +354,8 @@ def generate_dataset(
         current = next_pool(current, recs, c.evolution_factor, c.prune_strategy, rng, self.counts)
     return records
 
-# %% ../../nbs/11_evol_instruct.ipynb #92f848d0
-_CUES = [
-    r"\bmust\b",
-    r"\bshould\b",
-    r"\bat (?:least|most)\b",
-    r"\b(?:no|not) (?:more|less|fewer) than\b",
-    r"\bexactly\b",
-    r"\bwithout\b",
-    r"\bonly\b",
-    r"\b(?:do not|don't|avoid)\b",
-    r"\b(?:ensure|make sure)\b",
-    r"\binclud(?:e|es|ing)\b",
-    r"\bwithin\b",
-    r"\bunder \d+",
-    r"\beach\b",
-    r"\bevery\b",
-    r"\busing\b",
-    r"\bwhile\b",
-    r"\bbut\b",
-    r"\b(?:also|additionally)\b",
-    r"\b\d+\b",
-]
-_CUE_RE = re.compile("|".join(_CUES), re.IGNORECASE)
-
-
-def count_constraints(text: str) -> int:
-    "A rough count of explicit constraints: cue words (must, at least, exactly, without, only, each, ...) and numbers."
-    return len(_CUE_RE.findall(text))
-
-# %% ../../nbs/11_evol_instruct.ipynb #8f6f51fc
-JUDGE_PROMPT = (
-    "Rate how difficult each task is, from 1 (very easy) to 10 (very hard).\n\n"  # three anchors, then the task
-    "Task: Name a colour.\nDifficulty: 1\n\n"
-    "Task: Prove that the square root of 2 is irrational, explaining every step.\nDifficulty: 8\n\n"
-    "Task: Write a four-line poem about rain that rhymes.\nDifficulty: 4\n\n"
-    "Task: {instruction}\nDifficulty:"
-)
-
-
+# %% ../../nbs/11_evol_instruct.ipynb #d5c5f963
 @patch
 def judge(self: EvolInstructGenerator, instructions: list[str]) -> list[dict]:
-    "Difficulty 1-10 from the generator model (greedy); {'score': int|None, 'reply': str}; None = unparseable."
-    outs = self.gen(
-        [JUDGE_PROMPT.format(instruction=" ".join(i.split())) for i in instructions],
-        max_new_tokens=self.cfg.judge_tokens,
-        temperature=0.0,
-        chat=False,
-        stop=["\n"],
-        batch_size=self.cfg.batch_size,
-    )
-    return [{"score": parse_grade(o["text"], 10, exact=False), "reply": o["text"]} for o in outs]
-
-# %% ../../nbs/11_evol_instruct.ipynb #db44df9b
-def difficulty_by_level(records: list[dict], seed_instructions: list[str], judge=None) -> dict:
-    """Per level (0 = seeds): n, lengths, constraint counts and judge scores (if `judge`: a callable
-    list[str] -> list[{'score', 'reply'}]); unparseable judge replies are counted, not scored."""
-    validate_records(records, {"instruction": str, "status": str, "level": int}, "difficulty_by_level records", True)
-    rows = [{"level": 0, "instruction": s} for s in seed_instructions] + [
-        {"level": r["level"], "instruction": r["instruction"]} for r in records if r["status"] == "kept"
-    ]
-    if not rows:
-        raise CourseError("difficulty_by_level needs seed instructions or kept records")
-    scores = judge([r["instruction"] for r in rows]) if judge else [{"score": None, "reply": None}] * len(rows)
-    out = {}
-    for r, s in zip(rows, scores):
-        d = out.setdefault(r["level"], {"n": 0, "length": [], "constraints": [], "judge": [], "unparseable": 0})
-        d["n"] += 1
-        d["length"].append(len(r["instruction"].split()))
-        d["constraints"].append(count_constraints(r["instruction"]))
-        if judge:
-            if s["score"] is None:
-                d["unparseable"] += 1
-            else:
-                d["judge"].append(s["score"])
-    mean = lambda xs: round(sum(xs) / len(xs), 2) if xs else None
-    for d in out.values():
-        d.update(mean_length=mean(d["length"]), mean_constraints=mean(d["constraints"]), mean_judge=mean(d["judge"]))
-    return dict(sorted(out.items()))
+    "Difficulty 1-10 from the generator model (greedy), by `judge_difficulty`; {'score', 'reply'}; None = unparseable."
+    return judge_difficulty(self.gen, instructions, self.cfg.judge_tokens, self.cfg.batch_size)

@@ -12,11 +12,11 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..core import CourseError, make_config, save_json, write_jsonl
+from ..datagen.evol_difficulty import difficulty_by_level
 from instruct_course.datagen.evol_instruct import (
     ELIMINATION_REASONS,
     EVOLUTION_OPS,
     EvolInstructGenerator,
-    difficulty_by_level,
     prune,
     simulate_pruning,
 )

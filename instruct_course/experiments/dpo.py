@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import random
 from pathlib import Path
 
@@ -21,7 +22,35 @@ from ..train.ppo import PPOConfig, train_ppo
 from ..train.reward import load_reward_model
 
 # %% auto #0
-__all__ = ['POLICY', 'REWARD_MODEL', 'DPO_VS_PPO_SETTINGS', 'eval_subset', 'plot_tradeoff', 'run_dpo_vs_ppo']
+__all__ = ['POLICY', 'REWARD_MODEL', 'DPO_VS_PPO_SETTINGS', 'plot_history', 'eval_subset', 'plot_tradeoff', 'run_dpo_vs_ppo']
+
+# %% ../../nbs/experiments/dpo.ipynb #dc73506d
+def plot_history(hist: dict, axes=None):
+    "Loss, reward accuracy, implicit rewards and policy log-probs per step of a `train_dpo` history."
+    import matplotlib.pyplot as plt
+
+    if axes is None:
+        _, axes = plt.subplots(1, 4, figsize=(15, 3.2))
+    s = hist["step"]
+    axes[0].plot(s, hist["loss"], label="loss")
+    axes[0].axhline(math.log(2), ls=":", c="grey", label="log 2")
+    axes[0].set_title("DPO loss")
+    axes[1].plot(s, hist["reward_accuracy"])
+    axes[1].set_ylim(0, 1.05)
+    axes[1].set_title("reward accuracy (batch)")
+    axes[2].plot(s, hist["chosen_reward"], label="chosen")
+    axes[2].plot(s, hist["rejected_reward"], label="rejected")
+    axes[2].plot(s, hist["margin"], label="margin")
+    axes[2].set_title("implicit rewards β·log π/π_ref")
+    axes[3].plot(s, hist["chosen_logp"], label="chosen")
+    axes[3].plot(s, hist["rejected_logp"], label="rejected")
+    axes[3].set_title("log π(y|x), summed")
+    for a in axes:
+        a.set_xlabel("step")
+        a.grid(alpha=0.3)
+    for a in (axes[0], axes[2], axes[3]):
+        a.legend(fontsize=8)
+    return axes
 
 # %% ../../nbs/experiments/dpo.ipynb #b490c9b3
 POLICY = "tiny-sft"  # the shipped SFT model: the start of every run and the KL reference

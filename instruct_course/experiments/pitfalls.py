@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..core import CourseError, Timer, save_json
-from ..data.flan import mix_pretraining
+from ..data.flan_mixing import mix_pretraining
 from ..data.world import eval_keys, make_splits, pretraining_text
 from ..eval.contamination import contamination_report, plant_leak, score_with_without
 from ..models import load_model, load_tokenizer, perplexity

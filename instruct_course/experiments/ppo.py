@@ -13,13 +13,13 @@ import numpy as np
 from ..core import save_json
 from ..data.masking import format_prompt
 from ..data.world import make_splits
-from ..train.ppo import PPOConfig, plot_history, train_ppo
+from ..train.ppo import PPOConfig, train_ppo
 from ..train.ppo_rollout import gold_eval, load_policy, rollout
 from ..train.reward import load_reward_model
 
 # %% auto #0
-__all__ = ['POLICY', 'PROXY_RM', 'OVEROPT_RUNS', 'OVEROPT_SETTINGS', 'smooth', 'LivePlot', 'LengthBiasedProxy', 'load_proxy',
-           'plot_overoptimization', 'run_overoptimization']
+__all__ = ['PLOT_PANELS', 'POLICY', 'PROXY_RM', 'OVEROPT_RUNS', 'OVEROPT_SETTINGS', 'smooth', 'plot_history', 'LivePlot',
+           'LengthBiasedProxy', 'load_proxy', 'plot_overoptimization', 'run_overoptimization']
 
 # %% ../../nbs/experiments/ppo.ipynb #a56dee4c
 def smooth(xs, window: int = 5) -> list[float]:
@@ -29,6 +29,50 @@ def smooth(xs, window: int = 5) -> list[float]:
         w = [v for v in xs[max(0, i - window + 1) : i + 1] if v is not None and math.isfinite(v)]
         out.append(float(np.mean(w)) if w else float("nan"))
     return out
+
+# %% ../../nbs/experiments/ppo.ipynb #1e7c0ddb
+PLOT_PANELS = (
+    ("rm_reward", "RM (proxy) reward"),
+    ("gold_reward", "gold reward"),
+    ("kl", "KL to reference (nats, k1)"),
+    ("entropy", "entropy (nats/token)"),
+    ("response_length", "response length (tokens)"),
+    ("clip_frac", "clip fraction"),
+)
+
+
+def _draw_panel(ax, key: str, name: str, histories: dict) -> None:
+    "One panel: `key` per PPO step for every run; the KL panel also notes how β moved."
+    ax.clear()
+    for label, h in histories.items():
+        ax.plot(h["step"], h[key], marker=".", ms=3, label=label or None)
+        beta = h["kl_coef"]
+        if key == "kl" and any(v != beta[0] for v in beta):
+            ax.text(0.02, 0.9, f"β: {beta[0]:.3g} → {beta[-1]:.3g}", transform=ax.transAxes, fontsize=8)
+    ax.set_title(name, fontsize=10)
+    ax.set_xlabel("PPO step")
+    ax.grid(alpha=0.3)
+
+
+def plot_history(histories, axes=None, title: str | None = None):
+    "Grid of the six PPO panels; `histories`: one history or `{label: history}`."
+    import matplotlib.pyplot as plt
+
+    if isinstance(histories, dict) and "step" in histories:
+        histories = {"": histories}
+    if axes is None:
+        _, axes = plt.subplots(2, 3, figsize=(13, 6))
+    axes = np.asarray(axes).ravel()
+    for ax, (k, name) in zip(axes, PLOT_PANELS):
+        _draw_panel(ax, k, name, histories)
+    if any(histories):
+        axes[0].legend(fontsize=8)
+    skipped = {k: h["skipped_nonfinite"][-1] for k, h in histories.items() if any(h["skipped_nonfinite"][-1:])}
+    note = f"  (steps skipped for non-finite reward: {skipped})" if skipped else ""
+    if title or skipped:
+        axes[0].figure.suptitle((title or "") + note)
+    axes[0].figure.tight_layout()
+    return axes
 
 # %% ../../nbs/experiments/ppo.ipynb #c9088902
 class LivePlot:

@@ -31,6 +31,10 @@ EXPERIMENTS = {  # name -> ("module:function", what it shows)
         "instruct_course.experiments.judge:run_judge_agreement",
         "lesson 12 (evaluation): how far the SmolLM2 judge agrees with exact match",
     ),
+    "rlhf": (
+        "instruct_course.experiments.rlhf:run_rlhf",
+        "lesson 07d (RLHF): PPO and DPO from tiny-sft-polite on the labeler's style preference",
+    ),
     "dpo-vs-ppo": (
         "instruct_course.experiments.dpo:run_dpo_vs_ppo",
         "lesson 08 (DPO): DPO and PPO compared on gold reward at matched KL",

@@ -14,7 +14,7 @@ from ..core import CourseError, Timer, assets_dir, save_json
 from ..data.preferences import GOLD_WEIGHTS, build_preference_data
 from ..data.world import make_splits
 from ..models import load_model, load_tokenizer, shipped_model_dir
-from ..train.reward import evaluate_reward_model, train_reward_model
+from ..train.reward_training import evaluate_reward_model, train_reward_model
 
 # %% auto #0
 __all__ = ['SHIPPED_RM', 'RM_BASE', 'shipped_rm_stats', 'make_shipped_reward_model']

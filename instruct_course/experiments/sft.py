@@ -13,7 +13,7 @@ import matplotlib
 import torch
 
 from ..core import CourseError, Timer, save_json, write_jsonl
-from ..data.flan import upsample_tasks
+from ..data.flan_mixing import upsample_tasks
 from ..data.world import FAMILIES, SPLITS, make_splits
 from ..models import load_model, load_tokenizer, model_size
 from ..train.sft import SFTConfig, evaluate_exact_match, plot_loss, train_sft_stage

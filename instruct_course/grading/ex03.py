@@ -6,31 +6,23 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import random
-import re
 from collections import Counter
 
-import torch
-
-from ..datagen.filters import BLACKLIST, leading_verb, load_seed_tasks, parse_instance
+from ..datagen.filters import leading_verb, load_seed_tasks, parse_instance
 from ..generation import generate
 from .core import Answers, CheckFailed, Exercise, NotAttempted, Part, quick_mode
-from ..metrics import UnicodeTokenizer, rouge_l
-from ..models import load_model, load_tokenizer
+from .datagen_checks import cached_smollm2, check_png, jsonl_rows, same_text
+from .ex03_rules import FILTER_CASES, REASONS, failing_rules, prompt_tasks
+from ..metrics import rouge_l
 
 # %% auto #0
-__all__ = ['GRADER_SEED', 'REASONS', 'ROUGE_THRESHOLD', 'MIN_WORDS', 'MAX_WORDS', 'PROMPT_HEAD', 'MACHINE_EXAMPLE', 'TARGETS',
-           'REPLAY_AGREEMENT', 'FILTER_CASES', 'POOL_FIELDS', 'SETTING_FIELDS', 'EXERCISE', 'targets', 'failing_rules',
-           'prompt_tasks', 'check_prompt', 'check_filters', 'read_pool', 'check_pool', 'same_text', 'replay_batches',
-           'check_generated', 'pool_report', 'check_report', 'check_ratings']
+__all__ = ['GRADER_SEED', 'MACHINE_EXAMPLE', 'TARGETS', 'REPLAY_AGREEMENT', 'POOL_FIELDS', 'SETTING_FIELDS', 'EXERCISE',
+           'targets', 'check_prompt', 'check_filters', 'read_pool', 'check_pool', 'replay_batches', 'check_generated',
+           'pool_report', 'check_report', 'check_ratings']
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #2fbc1006
 GRADER_SEED = 5417  # picks the batches the grader regenerates (with the pool file's hash): the learner cannot tell
-REASONS = ("truncated", "length", "blacklist", "similar", "unparseable", "empty", "copied")  # in the order checked
-ROUGE_THRESHOLD = 0.7  # Wang et al. 2023: a new instruction is kept only if ROUGE-L <= 0.7 with every pool instruction
-MIN_WORDS, MAX_WORDS = 3, 150  # instruction length in words (Wang et al. 2023)
-PROMPT_HEAD = "Come up with a series of tasks:\n"
 MACHINE_EXAMPLE = ["Name three rivers in Europe.", "Write a haiku about autumn leaves."]
 TARGETS = {  # per mode: accepted pairs, batches regenerated, pairs rated
     "full": {"accepted": 500, "replay_batches": 2, "ratings": 10},
@@ -42,100 +34,6 @@ REPLAY_AGREEMENT = 0.8  # share of regenerated texts that must come out as recor
 def targets() -> dict:
     "The targets of the current mode (`grading.core.quick_mode`)."
     return TARGETS["quick" if quick_mode() else "full"]
-
-# %% ../../nbs/grading/ex03_self_instruct.ipynb #85f84174
-_BLACK_RE = re.compile(r"\b(" + "|".join(re.escape(w).replace(r"\ ", r"\s+") for w in BLACKLIST) + r")\b", re.I)
-_TOK = UnicodeTokenizer()
-
-
-def _norm(s: str) -> str:
-    return " ".join(str(s).lower().split())
-
-
-def _similar(instruction: str, pool: list, counts: dict | None = None) -> bool:
-    "Is ROUGE-L of `instruction` with some pool instruction above the threshold? (`counts`: a token-count cache)"
-    counts = {} if counts is None else counts
-    a = counts.setdefault(instruction, Counter(_TOK.tokenize(instruction)))
-    na = sum(a.values())
-    for p in pool:
-        b = counts.setdefault(p, Counter(_TOK.tokenize(p)))
-        bound = 2 * sum((a & b).values()) / max(1, na + sum(b.values()))
-        # the bound is an exact fraction, ROUGE-L a float that can land a hair above it: compare with a margin
-        if bound > ROUGE_THRESHOLD - 1e-9 and rouge_l(instruction, p) > ROUGE_THRESHOLD:
-            return True
-    return False
-
-
-def failing_rules(cand: dict, pool: list, counts: dict | None = None) -> list[str]:
-    "Every filter rule `cand` fails against `pool`, in the order of `REASONS`; response rules only once it has one."
-    ins, fails = cand["instruction"], []
-    if "length" in (cand.get("instruction_finish"), cand.get("instance_finish")):
-        fails.append("truncated")
-    if not MIN_WORDS <= len(ins.split()) <= MAX_WORDS:
-        fails.append("length")
-    if _BLACK_RE.search(ins):
-        fails.append("blacklist")
-    if _similar(ins, pool, counts):
-        fails.append("similar")
-    if cand.get("instance_finish") is not None:
-        out = cand.get("output")
-        if out is None:
-            fails.append("unparseable")
-        elif not out.strip():
-            fails.append("empty")
-        elif _norm(out) in (_norm(ins), _norm(cand.get("input") or "")):
-            fails.append("copied")
-    return fails
-
-# %% ../../nbs/grading/ex03_self_instruct.ipynb #8c90c042
-def _case(name: str, instruction: str, pool=(), finish="stop", instance=None, input="", output=None) -> dict:
-    cand = {"instruction": instruction, "instruction_finish": finish, "instance_finish": instance}
-    cand |= {"input": input if instance else None, "output": output}
-    return {"name": name, "candidate": cand, "pool": list(pool)}
-
-
-_POOL = ["Write a poem about the sea.", "Translate the sentence into French.", "Sort the list of numbers."]
-FILTER_CASES = [
-    _case("a good instruction, before its instance", "List three uses of a paperclip.", _POOL),
-    _case("cut off by the token budget", "Explain in detail how a bicycle gear", _POOL, finish="length"),
-    _case("two words", "Write poems.", _POOL),
-    _case("three words are enough", "Write a limerick.", _POOL),
-    _case("151 words", "Describe " + "a very long and winding road " * 25, _POOL),
-    _case("a blacklisted word", "Describe the picture of the harbour.", _POOL),
-    _case("'drawer' is not 'draw'", "Describe what you keep in your kitchen drawer.", _POOL),
-    _case("a blacklisted phrase in capitals", "GO TO the nearest bakery and order bread.", _POOL),
-    _case("a near-copy of a seed", "Write a poem about the ocean.", _POOL),
-    _case("a near-copy of a machine task", "Sort this list of numbers.", _POOL[:2] + ["Sort this list of names."]),
-    _case("ROUGE-L 0.67 is kept", "Write a poem about winter nights.", _POOL),
-    _case("the instance was cut off", "List three uses of a paperclip.", _POOL, instance="length", output="1."),
-    _case("an instance that could not be parsed", "List three uses of a paperclip.", _POOL, instance="stop"),
-    _case("an empty output", "List three uses of a paperclip.", _POOL, instance="stop", output="  "),
-    _case("the output repeats the instruction", "Name a colour.", _POOL, instance="stop", output="name a colour."),
-    _case("the output repeats the input", "Correct the spelling.", _POOL, "stop", "stop", "teh cat", "Teh  cat"),
-    _case("a good pair", "Name a colour of the rainbow.", _POOL, instance="stop", output="Green"),
-]
-
-# %% ../../nbs/grading/ex03_self_instruct.ipynb #a59ab926
-def prompt_tasks(text, where: str = "the prompt") -> list[str]:
-    "The tasks an instruction prompt lists, after checking its form (head, `Task i: ...` lines, the last one open)."
-    if not isinstance(text, str):
-        raise CheckFailed(f"{where} must be a string, got {type(text).__name__}")
-    if not text.startswith(PROMPT_HEAD):
-        raise CheckFailed(f"{where} must start with {PROMPT_HEAD!r}, got {text[:40]!r}")
-    lines = text[len(PROMPT_HEAD) :].split("\n")
-    tasks = []
-    for i, line in enumerate(lines[:-1], 1):
-        m = re.fullmatch(rf"Task {i}: (\S.*)", line)
-        if not m:
-            raise CheckFailed(f"{where}: line {i + 1} should be 'Task {i}: <a task>', got {line[:60]!r}")
-        tasks.append(m.group(1))
-    if lines[-1] != f"Task {len(tasks) + 1}:":
-        raise CheckFailed(
-            f"{where} must end with 'Task {len(tasks) + 1}:' (nothing after the colon), got {lines[-1][-40:]!r}"
-        )
-    if len(set(tasks)) != len(tasks):
-        raise CheckFailed(f"{where} lists a task twice: the tasks shown must all be different")
-    return tasks
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #9cadf170
 def _seed_instructions(a: Answers) -> list[str]:
@@ -191,20 +89,6 @@ SETTING_FIELDS = {"model": str, "n_human": int, "n_machine": int, "temperature":
 SETTING_FIELDS |= {"instruction_tokens": int, "instance_tokens": int, "batch_size": int}
 SETTING_FIELDS |= {"instruction_stop": list, "instance_stop": list}
 
-
-def _jsonl(path, name: str) -> list[dict]:
-    "The JSON objects of a JSONL file; `CheckFailed` naming the line that is not one."
-    rows = []
-    for ln, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise CheckFailed(f"{name} line {ln}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict):
-            raise CheckFailed(f"{name} line {ln}: a JSON {type(row).__name__}, not a record")
-        rows.append(row)
-    return rows
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #d0eba6c2
 def _check_fields(r: dict, where: str) -> None:
     for k, t in POOL_FIELDS.items():
@@ -239,7 +123,7 @@ def read_pool(a: Answers) -> list[dict]:
         path = a.path("POOL_PATH")
         if not path.is_file():
             raise NotAttempted(f"POOL_PATH = {a.values['POOL_PATH']!r} does not exist yet: run the generation loop")
-        rows = _jsonl(path, path.name)
+        rows = jsonl_rows(path, path.name)
         if not rows:
             raise CheckFailed(f"{path.name} is empty: run the generation loop")
         for i, r in enumerate(rows):
@@ -318,32 +202,12 @@ def check_pool(a: Answers) -> str:
     return f"{acc} accepted of {len(rows)} candidates; every verdict re-derived (rejected: {dict(why.most_common())})"
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #bbe9a7e8
-def same_text(regenerated: str, recorded: str) -> bool:
-    "Identical, or identical over at least the first half of the recorded text (and 20 characters)."
-    if regenerated == recorded:
-        return True
-    n = next((i for i, (x, y) in enumerate(zip(regenerated, recorded)) if x != y), min(len(regenerated), len(recorded)))
-    return n >= max(20, len(recorded) / 2)
-
-
 def replay_batches(rows: list[dict], sha: str, k: int) -> list[int]:
     "`k` batches with accepted pairs, drawn with the grader's seed and the pool's hash."
     with_acc = sorted({r["batch"] for r in rows if r["status"] == "accepted"})
     return sorted(random.Random(f"{GRADER_SEED}:{sha}").sample(with_acc, min(k, len(with_acc))))
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #81a77e2b
-def _smollm2(a: Answers, dtype: str):
-    "SmolLM2 and its tokenizer on the CPU in `dtype`, loaded once per grading."
-
-    def load():
-        dt = getattr(torch, dtype, None)
-        if not isinstance(dt, torch.dtype):
-            raise CheckFailed(f"settings['dtype'] = {dtype!r} is not a torch dtype (e.g. 'float32', 'bfloat16')")
-        return load_model("smollm2", device="cpu", dtype=dt), load_tokenizer("smollm2")
-
-    return a.cached(("smollm2", dtype), load)
-
-
 def _regenerate(a: Answers, rs: list[dict], stage: str) -> list[tuple[str, str]]:
     "(regenerated, recorded) texts of one stage ('instruction' or 'instance') of one batch."
     s = rs[0]["settings"]
@@ -351,7 +215,7 @@ def _regenerate(a: Answers, rs: list[dict], stage: str) -> list[tuple[str, str]]
         rs = [r for r in rs if r.get("instance_prompt")]
     if not rs:
         return []
-    model, tok = _smollm2(a, str(s.get("dtype", "float32")))
+    model, tok = cached_smollm2(a, str(s.get("dtype", "float32")))
     outs = generate(
         model,
         tok,
@@ -426,25 +290,13 @@ def _compare(got, want, where: str) -> None:
     elif not isinstance(got, (int, float)) or isinstance(got, bool) or abs(got - want) > 1e-3:
         raise CheckFailed(f"{where} is {got!r}, but recomputed from the pool file it is {want!r}")
 
-
-def _check_png(a: Answers, name: str) -> str:
-    "`name` is the path of a PNG image; returns its size as 'W x H'."
-    path = a.path(name)
-    head = path.read_bytes()[:24] if path.is_file() else b""
-    if head[:8] != b"\x89PNG\r\n\x1a\n":
-        raise CheckFailed(f"{name} = {a.values[name]!r} is not a PNG image: save the figure with fig.savefig({name})")
-    w, h = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
-    if w < 100 or h < 100:
-        raise CheckFailed(f"{name} is only {w} x {h} pixels: save the whole figure")
-    return f"{w} x {h}"
-
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #ccc184f2
 def check_report(a: Answers) -> str:
     "`report` is what the grader recomputes from the pool file, and `HIST_PATH` is a PNG."
     rep = a.need("report")
     want = pool_report(read_pool(a), _seed_instructions(a))
     _compare(rep, want, "report")
-    size = _check_png(a, "HIST_PATH")
+    size = check_png(a, "HIST_PATH")
     return (
         f"report recomputed from the pool: {want['accepted']} accepted ({want['acceptance_rate']:.0%}), "
         f"{want['distinct_leading_verbs']} leading verbs; histogram {size}"

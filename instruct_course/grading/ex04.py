@@ -7,39 +7,26 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 
 import torch
 
-from instruct_course.datagen.evol_instruct import (
-    EVOLUTION_OPS,
-    MARKERS,
-    STOP_WORDS,
-    EvolInstructGenerator,
-    count_constraints,
-)
+from ..datagen.evol_difficulty import count_constraints
+from ..datagen.evol_instruct import EVOLUTION_OPS, EvolInstructGenerator
 from ..generation import chat_prompt
 from .core import Answers, CheckFailed, Exercise, NotAttempted, Part, quick_mode
-from .ex03 import _check_png, _jsonl, _smollm2, same_text
-from ..metrics import UnicodeTokenizer, rouge_l
+from .datagen_checks import cached_smollm2, check_png, jsonl_rows, same_text
+from .ex04_rules import ELIM_CASES, ELIMINATION, failing_eliminations
 
 # %% auto #0
-__all__ = ['GRADER_SEED', 'ELIMINATION', 'NEAR_DUPLICATE', 'SORRY_MAX_WORDS', 'REFUSAL_RE', 'MEASURES', 'TARGETS',
-           'REPLAY_AGREEMENT', 'ELIM_CASES', 'EVOL_FIELDS', 'EVOL_SETTINGS', 'EXERCISE', 'targets',
-           'failing_eliminations', 'check_elimination', 'read_evol', 'check_lineage', 'check_eliminated',
-           'check_generated', 'answer_loss', 'level_table', 'check_difficulty', 'check_plot']
+__all__ = ['GRADER_SEED', 'MEASURES', 'TARGETS', 'REPLAY_AGREEMENT', 'EVOL_FIELDS', 'EVOL_SETTINGS', 'EXERCISE', 'targets',
+           'check_elimination', 'read_evol', 'check_lineage', 'check_eliminated', 'check_generated', 'answer_loss',
+           'level_table', 'check_difficulty', 'check_plot']
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #d16d071f
 GRADER_SEED = 6121  # picks the round the grader regenerates and the records it re-measures (with the file's hash)
-ELIMINATION = ("truncated", "empty", "copied_markers", "no_information_gain", "sorry", "stopwords_only")  # in order
-NEAR_DUPLICATE = 0.9  # ROUGE-L >= this with the parent: no information gain (course; WizardLM asks ChatGPT)
-SORRY_MAX_WORDS = 80  # a response that apologises and is shorter than this is a failure (WizardLM: 80 words)
-REFUSAL_RE = re.compile(
-    r"\b(sorry|apologi[sz]e|apologies|i cannot|i can't|i can not|i am unable|i'm unable|as an ai)\b", re.I
-)
 MEASURES = {  # name -> what it is; "judge" is the only one an LLM judge gives
     "words": "words of the instruction (split on white space)",
-    "constraints": "evol_instruct.count_constraints(instruction)",
+    "constraints": "evol_difficulty.count_constraints(instruction)",
     "answer_words": "words of the response",
     "answer_loss": "SmolLM2's mean loss per response token, the instruction in its chat template (answer_loss)",
     "judge": "SmolLM2's difficulty score 1-10 (EvolInstructGenerator.judge)",
@@ -54,56 +41,6 @@ REPLAY_AGREEMENT = 0.8  # share of a replayed round's texts that must come out a
 def targets() -> dict:
     "The targets of the current mode (`grading.core.quick_mode`)."
     return TARGETS["quick" if quick_mode() else "full"]
-
-# %% ../../nbs/grading/ex04_evol_instruct.ipynb #ee37d2da
-_TOK = UnicodeTokenizer()
-
-
-def failing_eliminations(parent: str, evolved: str, finish_reason: str = "stop", response=None) -> list[str]:
-    "Every elimination rule an evolution fails, in the order of `ELIMINATION`; the response rules when it has one."
-    fails, toks = [], _TOK.tokenize(evolved)
-    if finish_reason == "length":
-        fails.append("truncated")
-    if not toks:
-        fails.append("empty")
-    flat = " ".join(evolved.lower().split())
-    if any(m in flat for m in MARKERS):
-        fails.append("copied_markers")
-    if toks and rouge_l(parent, evolved) >= NEAR_DUPLICATE:
-        fails.append("no_information_gain")
-    if response is not None:
-        if REFUSAL_RE.search(response) and len(response.split()) < SORRY_MAX_WORDS:
-            fails.append("sorry")
-        if all(w in STOP_WORDS for w in _TOK.tokenize(response)):
-            fails.append("stopwords_only")
-    return fails
-
-# %% ../../nbs/grading/ex04_evol_instruct.ipynb #2f5c6a68
-def _case(name: str, parent: str, evolved: str, finish: str = "stop", response=None) -> dict:
-    return {"name": name, "parent": parent, "evolved": evolved, "finish_reason": finish, "response": response}
-
-
-_P = "Write a short poem about the sea at night."
-_P10 = "Write a short poem about the calm sea at night."
-ELIM_CASES = [
-    _case(
-        "a real evolution, before its answer", _P, "Write a short poem about the sea at night in exactly four lines."
-    ),
-    _case("cut off by the token budget", _P, "Write a short poem about the sea at night that uses the", "length"),
-    _case("nothing but punctuation", _P, " ... "),
-    _case("the prompt's marker copied", _P, "#Rewritten Prompt#: Write a haiku about the sea at night."),
-    _case("the marker without its hashes", _P, "Rewritten prompt: a haiku about the night sea."),
-    _case("the parent unchanged", _P, _P),
-    _case("one word of nine changed (ROUGE-L 0.89)", _P, "Write a short poem about the lake at night."),
-    _case("one word of ten changed (ROUGE-L 0.9)", _P10, "Write a short poem about the calm lake at night."),
-    _case("a new task from the same domain", _P, "Write a ballad about a lighthouse keeper in a storm."),
-    _case(
-        "an apology as the answer", _P, "Write a sonnet about the sea at night.", response="Sorry, I can't write poems."
-    ),
-    _case("a long answer that says sorry", _P, "Write a sonnet about the sea.", response="I am sorry to say " * 20),
-    _case("an answer of stop words only", _P, "Write a sonnet about the sea at dawn.", response="It is what it is."),
-    _case("a good pair", _P, "Write a limerick about a seagull.", response="A seagull who lived by the bay..."),
-]
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #8833d022
 def check_elimination(a: Answers) -> str:
@@ -150,7 +87,7 @@ def read_evol(a: Answers) -> list[dict]:
         path = a.path("EVOL_PATH")
         if not path.is_file():
             raise NotAttempted(f"EVOL_PATH = {a.values['EVOL_PATH']!r} does not exist yet: run the evolution")
-        rows = _jsonl(path, path.name)
+        rows = jsonl_rows(path, path.name)
         for i, r in enumerate(rows):
             _check_record(r, f"{path.name} line {i + 1}")
         ids = [r["id"] for r in rows]
@@ -237,7 +174,7 @@ def _replay_round(a: Answers, rs: list[dict], by_id: dict) -> list[tuple[str, st
         for r in rs
     ):
         raise CheckFailed(f"round {rs[0]['round']}: its records have different seeds or settings; a round is one call")
-    model, tok = _smollm2(a, str(s.get("dtype", "float32")))
+    model, tok = cached_smollm2(a, str(s.get("dtype", "float32")))
     kw = {k: s[k] for k in ("evolution_tokens", "response_tokens", "temperature", "top_p", "batch_size")}
     gen = EvolInstructGenerator(model, tok, progress=False, **kw)
     evo = gen.evolve_many(
@@ -315,7 +252,7 @@ def _check_model_measures(a: Answers, kept: list[dict], names: list[str]) -> int
     if not todo:
         return 0
     sample = random.Random(f"{GRADER_SEED}:{a.cache['evol']['sha']}").sample(kept, min(targets()["sample"], len(kept)))
-    model, tok = _smollm2(a, str(kept[0]["settings"].get("dtype", "float32")))
+    model, tok = cached_smollm2(a, str(kept[0]["settings"].get("dtype", "float32")))
     for r in sample:
         if "answer_loss" in todo:
             got = answer_loss(model, tok, r["instruction"], r["response"])
@@ -375,7 +312,7 @@ def check_difficulty(a: Answers) -> str:
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #34693bf9
 def check_plot(a: Answers) -> str:
     "`PLOT_PATH` is a PNG image."
-    return f"the plot is a {_check_png(a, 'PLOT_PATH')} PNG"
+    return f"the plot is a {check_png(a, 'PLOT_PATH')} PNG"
 
 # %% ../../nbs/grading/ex04_evol_instruct.ipynb #e4fc8c88
 EXERCISE = Exercise(

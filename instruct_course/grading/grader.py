@@ -6,23 +6,17 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
 import math
 import os
-import queue
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-
-from fastcore.basics import patch
-from jupyter_client import KernelManager
 
 from ..core import CourseError, to_jsonable
 from instruct_course.grading.core import (
@@ -38,24 +32,13 @@ from instruct_course.grading.core import (
     quick_mode,
     read_notebook,
 )
+from .kernel import Kernel, read_answers
 
 # %% auto #0
-__all__ = ['INTERRUPT_GRACE', 'KERNEL_START_LIMIT', 'KEEP_OUTPUT', 'KERNEL_ENV', 'SCORE_COLUMNS', 'check_limits', 'Kernel',
-           'read_answers', 'run_learner_notebook', 'part_result', 'grade_notebook', 'format_report', 'grade_parser',
-           'class_notebooks', 'score_row', 'write_scores', 'grade_main']
+__all__ = ['SCORE_COLUMNS', 'check_limits', 'run_learner_notebook', 'part_result', 'grade_notebook', 'format_report',
+           'grade_parser', 'class_notebooks', 'score_row', 'write_scores', 'grade_main']
 
 # %% ../../nbs/15b_grader.ipynb #5d820230
-INTERRUPT_GRACE = 5.0  # seconds a cell gets to stop after an interrupt before its kernel is killed
-KERNEL_START_LIMIT = 60.0  # seconds a fresh kernel may take to start (the time it takes counts against the total)
-KEEP_OUTPUT = 2000  # characters of each cell's output the grader keeps (the tail): memory stays bounded
-KERNEL_ENV = {
-    "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1",
-    "TOKENIZERS_PARALLELISM": "false",
-    "MPLBACKEND": "Agg",
-}
-
-
 def check_limits(timeout_cell, timeout_total) -> tuple[float, float]:
     "The two time limits as floats; `CourseError` unless each is a finite number of seconds above zero."
     out = []
@@ -68,109 +51,6 @@ def check_limits(timeout_cell, timeout_total) -> tuple[float, float]:
             raise CourseError(f"{flag} must be a finite number of seconds above 0 (e.g. {flag} 300), got {v!r}")
         out.append(x)
     return out[0], out[1]
-
-# %% ../../nbs/15b_grader.ipynb #6ad34f73
-class Kernel:
-    "A fresh python3 kernel in `workdir` that runs code against a deadline and is killed when it will not stop."
-
-    def __init__(self, workdir: str | Path, env: dict | None = None):
-        self.km = KernelManager(kernel_name="python3")
-        self.stopped = ""  # why the kernel is gone, once it is
-        env = {**os.environ, **KERNEL_ENV, **(env or {})}
-        self.km.start_kernel(cwd=str(workdir), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.kc = self.km.blocking_client()
-        self.kc.start_channels()
-        try:
-            self.kc.wait_for_ready(timeout=KERNEL_START_LIMIT)
-        except RuntimeError as e:
-            self.stop("it did not start")
-            raise CourseError(f"the grader could not start a Python kernel ({e}); is ipykernel installed?") from None
-
-    @property
-    def alive(self) -> bool:
-        return not self.stopped
-
-    def stop(self, why: str = "the grading ended") -> None:
-        "Shut the kernel down at once (it is not asked to finish anything)."
-        self.stopped = self.stopped or why
-        with contextlib.suppress(Exception):
-            self.kc.stop_channels()
-        with contextlib.suppress(Exception):
-            self.km.shutdown_kernel(now=True)
-
-# %% ../../nbs/15b_grader.ipynb #bdc9418c
-def _wait(kernel: Kernel, msg_id: str, until: float, rec: dict) -> dict | None:
-    "Read `msg_id`'s messages into `rec` until the kernel is idle (`rec`), dead (status 'dead') or `until` (None)."
-    while (left := until - time.monotonic()) > 0:
-        try:
-            msg = kernel.kc.get_iopub_msg(timeout=min(left, 0.5))
-        except queue.Empty:
-            if not kernel.km.is_alive():
-                kernel.stop("the kernel died")
-                return {**rec, "status": "dead", "error": "crashed the kernel (its process died while this cell ran)"}
-            continue
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            rec["output"] = (rec["output"] + content.get("text", "")[-KEEP_OUTPUT:])[-KEEP_OUTPUT:]
-        elif kind == "error":
-            evalue = str(content.get("evalue", ""))[:200]
-            rec.update(status="error", ename=content.get("ename", ""), error=f"{content.get('ename')}: {evalue}")
-        elif kind == "status" and content.get("execution_state") == "idle":
-            return rec
-    return None
-
-# %% ../../nbs/15b_grader.ipynb #5242b8d7
-@patch
-def run(self: Kernel, code: str, seconds: float, why: str = "") -> dict:
-    """Run `code` for at most `seconds`: a dict with `status` ('ok', 'error', 'timeout' or 'dead'), `error` (the
-    reason), `ename`, `output` (its last `KEEP_OUTPUT` characters) and `seconds`."""
-    t0 = time.monotonic()
-    rec = {"status": "ok", "error": "", "ename": "", "output": ""}
-    msg_id = self.kc.execute(code, store_history=False, allow_stdin=False)
-    done = _wait(self, msg_id, t0 + seconds, rec)
-    if done is None:
-        why = why or f"timed out after {seconds:g} s"
-        self.km.interrupt_kernel()
-        stopped = _wait(self, msg_id, time.monotonic() + INTERRUPT_GRACE, dict(rec))
-        if stopped is None:
-            self.stop("a cell ignored the interrupt, so the kernel was stopped")
-            why += "; it ignored the interrupt, so its kernel was stopped"
-        done = {**rec, "status": "timeout", "error": why, "ename": ""}
-    return {**done, "seconds": round(time.monotonic() - t0, 2)}
-
-# %% ../../nbs/15b_grader.ipynb #0fd7a2f7
-_READ = """
-def __grader_read(names, path):
-    import json, os
-    from instruct_course.core import to_jsonable
-    g, values, errors = globals(), {}, {}
-    for n in names:
-        if n in g:
-            try:
-                values[n] = to_jsonable(g[n])
-            except Exception as e:
-                errors[n] = type(e).__name__ + ": " + str(e)[:200]
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump({"values": values, "errors": errors, "cwd": os.getcwd()}, f)
-__grader_read(%r, %r)
-del __grader_read
-"""
-
-
-def read_answers(kernel: Kernel, needs, seconds: float, path: Path) -> Answers | str:
-    "The values of `needs` in the kernel as `Answers`, or why they could not be read."
-    if not kernel.alive:
-        return f"{kernel.stopped} before its answers were read"
-    if seconds <= 0:
-        return "the total time limit was reached before its answers were read"
-    rec = kernel.run(_READ % (sorted(needs), str(path)), seconds, f"reading its answers timed out after {seconds:g} s")
-    if rec["status"] != "ok" or not path.is_file():
-        return rec["error"] or "its answers could not be read"
-    d = json.loads(path.read_text(encoding="utf-8"))
-    path.unlink()
-    return Answers(d["values"], d["cwd"], d["errors"])
 
 # %% ../../nbs/15b_grader.ipynb #720beb70
 def _run_cell(kernel: Kernel, i: int, source: str, deadline: float, timeout_cell: float, timeout_total: float) -> dict:

@@ -44,8 +44,7 @@ from instruct_course.train.ppo_rollout import (
 )
 
 # %% auto #0
-__all__ = ['PPO_PROVENANCE', 'LOSS_KEYS', 'HISTORY_KEYS', 'PLOT_PANELS', 'PPOConfig', 'make_experience', 'ppo_loss', 'train_ppo',
-           'plot_history']
+__all__ = ['PPO_PROVENANCE', 'LOSS_KEYS', 'HISTORY_KEYS', 'PPOConfig', 'make_experience', 'ppo_loss', 'train_ppo']
 
 # %% ../../nbs/07c_ppo.ipynb #3c1d5a10
 def _check_ppo_config(cfg) -> None:
@@ -396,47 +395,3 @@ def train_ppo(
     value_model = "copy of the reward model" if run.rm_value else "linear head on the policy trunk"
     hist.update(config=asdict(cfg), score_norm=run.norm, value_model=value_model)
     return run.acc.unwrap_model(run.model).lm.eval(), hist
-
-# %% ../../nbs/07c_ppo.ipynb #1e7c0ddb
-PLOT_PANELS = (
-    ("rm_reward", "RM (proxy) reward"),
-    ("gold_reward", "gold reward"),
-    ("kl", "KL to reference (nats, k1)"),
-    ("entropy", "entropy (nats/token)"),
-    ("response_length", "response length (tokens)"),
-    ("clip_frac", "clip fraction"),
-)
-
-
-def _draw_panel(ax, key: str, name: str, histories: dict) -> None:
-    "One panel: `key` per PPO step for every run; the KL panel also notes how β moved."
-    ax.clear()
-    for label, h in histories.items():
-        ax.plot(h["step"], h[key], marker=".", ms=3, label=label or None)
-        beta = h["kl_coef"]
-        if key == "kl" and any(v != beta[0] for v in beta):
-            ax.text(0.02, 0.9, f"β: {beta[0]:.3g} → {beta[-1]:.3g}", transform=ax.transAxes, fontsize=8)
-    ax.set_title(name, fontsize=10)
-    ax.set_xlabel("PPO step")
-    ax.grid(alpha=0.3)
-
-
-def plot_history(histories, axes=None, title: str | None = None):
-    "Grid of the six PPO panels; `histories`: one history or `{label: history}`."
-    import matplotlib.pyplot as plt
-
-    if isinstance(histories, dict) and "step" in histories:
-        histories = {"": histories}
-    if axes is None:
-        _, axes = plt.subplots(2, 3, figsize=(13, 6))
-    axes = np.asarray(axes).ravel()
-    for ax, (k, name) in zip(axes, PLOT_PANELS):
-        _draw_panel(ax, k, name, histories)
-    if any(histories):
-        axes[0].legend(fontsize=8)
-    skipped = {k: h["skipped_nonfinite"][-1] for k, h in histories.items() if any(h["skipped_nonfinite"][-1:])}
-    note = f"  (steps skipped for non-finite reward: {skipped})" if skipped else ""
-    if title or skipped:
-        axes[0].figure.suptitle((title or "") + note)
-    axes[0].figure.tight_layout()
-    return axes

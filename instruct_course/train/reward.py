@@ -5,33 +5,25 @@
 # %% ../../nbs/06b_reward_model.ipynb #80fe1a53
 from __future__ import annotations
 
-import dataclasses
+import copy
+import json
 import math
-import numbers
-import random
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from fastcore.basics import patch
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import AutoModel, Trainer, TrainingArguments
+from transformers import AutoModel, AutoModelForSequenceClassification
 
-from ..core import CourseError, Timer, make_config, pick_device, save_json, seed_everything
+from ..core import CourseError, save_json
 from ..data.masking import pad_sequences, pad_token_id, position_ids_from_mask
-from ..data.preferences import validate_preferences
-from ..metrics import calibration_table, kendall_tau, pearson
 from ..models import load_tokenizer, resolve_model, shipped_models
 
 # %% auto #0
-__all__ = ['TRL_NAMES', 'compute_reward_loss', 'last_token_index', 'encode_for_reward', 'pad_batch', 'RewardModel',
-           'RewardConfig', 'reward_config', 'RewardPairCollator', 'GroupedPairSampler', 'tokenize_pairs',
-           'reward_training_arguments', 'RewardModelTrainer', 'train_reward_model', 'reward_margins',
-           'pairwise_accuracy', 'gold_agreement', 'evaluate_reward_model', 'plot_calibration', 'load_reward_model']
+__all__ = ['compute_reward_loss', 'last_token_index', 'encode_for_reward', 'pad_batch', 'model_path', 'RewardModel',
+           'load_reward_model']
 
 # %% ../../nbs/06b_reward_model.ipynb #229e11d8
 def compute_reward_loss(
@@ -86,7 +78,7 @@ def pad_batch(seqs: list[list[int]], pad_id: int, side: str = "right") -> dict:
     }
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000007
-def _model_path(name_or_dir, who: str) -> str:
+def model_path(name_or_dir, who: str) -> str:
     "Where `models.resolve_model` finds `name_or_dir` (a directory or a hub id); None is refused with the fix."
     if name_or_dir is None:
         raise CourseError(
@@ -110,7 +102,7 @@ class RewardModel(nn.Module):
     @classmethod
     def from_sft(cls, name_or_dir, dtype=torch.float32) -> RewardModel:
         "Trunk from an SFT (or any causal LM) checkpoint, fresh head."
-        return cls(AutoModel.from_pretrained(_model_path(name_or_dir, "RewardModel.from_sft"), dtype=dtype))
+        return cls(AutoModel.from_pretrained(model_path(name_or_dir, "RewardModel.from_sft"), dtype=dtype))
 
     @property
     def device(self):
@@ -159,21 +151,34 @@ def score(
 
 # %% ../../nbs/06b_reward_model.ipynb #rb000013
 @patch
+def to_sequence_classifier(self: RewardModel) -> tuple:
+    """`(model, bias)`: the same reward model as a transformers `AutoModelForSequenceClassification` (one label),
+    and the head's bias, which that model leaves out."""
+    cfg = copy.deepcopy(self.config)
+    cfg.num_labels = 1
+    cfg.architectures = None
+    seq = AutoModelForSequenceClassification.from_config(cfg)
+    if not isinstance(getattr(seq, "score", None), nn.Linear):
+        raise CourseError(
+            f"{type(seq).__name__} has no linear `score` head: save this trunk's reward model another way"
+        )
+    seq.base_model.load_state_dict(self.trunk.state_dict())
+    with torch.no_grad():
+        seq.score.weight.copy_(self.head.weight)
+    return seq.to(self.head.weight.dtype).eval(), float(self.head.bias.detach())
+
+
+@patch
 def save_pretrained(self: RewardModel, out_dir, tokenizer=None, **info) -> Path:
-    """Trunk with `save_pretrained` (safetensors), head in `reward_head.safetensors`, `reward_config.json`; the
-    tokenizer too if given."""
+    """The model as `AutoModelForSequenceClassification` (safetensors), `reward_config.json` with the head's bias;
+    the tokenizer too if given."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    self.trunk.save_pretrained(out)
-    head = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-    save_file(head, str(out / "reward_head.safetensors"))
-    card = {
-        "kind": "instruct_course.train.reward.RewardModel",
-        "head": "linear",
-        "hidden_size": self.config.hidden_size,
-    }
+    seq, bias = self.to_sequence_classifier()
+    seq.save_pretrained(out)
+    card = {"kind": "instruct_course.train.reward.RewardModel", "head": "linear", "score_bias": bias}
     card |= {"read_at": "last real token (EOS)", "text_format": "prompt + ' ' + response + EOS"}
-    save_json({**card, **info}, out / "reward_config.json")
+    save_json({**card, "hidden_size": self.config.hidden_size, **info}, out / "reward_config.json")
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
@@ -182,375 +187,23 @@ def save_pretrained(self: RewardModel, out_dir, tokenizer=None, **info) -> Path:
 @patch(cls_method=True)
 def from_pretrained(cls: RewardModel, name_or_dir, dtype=torch.float32) -> RewardModel:
     "Load what `save_pretrained` wrote (safetensors only), from a directory or a shipped reward model's name."
-    d = Path(_model_path(name_or_dir, "RewardModel.from_pretrained"))
-    if not (d / "reward_head.safetensors").exists():
-        raise CourseError(
-            f"{d} has no reward_head.safetensors: not a saved RewardModel (train one with train_reward_model)"
-        )
-    m = cls(AutoModel.from_pretrained(d, dtype=dtype))
-    m.head.load_state_dict(load_file(str(d / "reward_head.safetensors")))
-    m.head.to(dtype)
-    return m
-
-# %% ../../nbs/06b_reward_model.ipynb #77d4ba78
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_real(v) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v)
-
-
-@dataclass
-class RewardConfig:
-    """Settings of `train_reward_model`. Defaults: the course's, for the tiny model on a CPU (measured in this
-    lesson); comments give InstructGPT's (Ouyang et al. 2022, App. C.2) and TRL's `RewardConfig` values."""
-
-    learning_rate: float = 5e-4  # course. InstructGPT 6B RM: 9e-6 (cosine to 10%); TRL: 1e-4
-    batch_size: int = 32  # pairs per device step. TRL: per_device_train_batch_size (8); InstructGPT: 64 prompts
-    max_steps: int = 400  # course (the shipped RM: 800). InstructGPT: one epoch, more overfits
-    warmup_ratio: float = 0.05  # course. transformers 5 / TRL: warmup_steps < 1 is this ratio (TRL: 0)
-    weight_decay: float = 0.0  # TRL / HF default
-    logging_steps: int = 10  # TRL default (HF: 500)
-    eval_steps: int = 50  # course: held-out accuracy every 50 steps
-    margin: float | None = None  # m in -logsigmoid(r_c - r_r - m); a pair's own `margin` wins (TRL: per pair only)
-    center_weight: float = 0.01  # c·mean((r_c + r_r)²), Eisenstein et al. 2023. TRL: center_rewards_coefficient
-    max_length: int = 256  # tokens of prompt + response + EOS; longer: the prompt is cut. TRL: 1024, pair dropped
-    grouped: bool = True  # a prompt's pairs stay together (InstructGPT's "single batch element"); TRL: shuffled
-    seed: int = 0  # TrainingArguments.seed and data_seed (HF / TRL: 42)
-
-    def __post_init__(self):
-        rules = {
-            **dict.fromkeys(
-                ("batch_size", "max_steps", "logging_steps", "eval_steps", "max_length"),
-                (lambda v: _is_int(v) and v >= 1, "a positive int"),
-            ),
-            "learning_rate": (lambda v: _is_real(v) and v > 0, "a number > 0"),
-            "warmup_ratio": (lambda v: _is_real(v) and 0 <= v < 1, "a number in [0, 1)"),
-            "weight_decay": (lambda v: _is_real(v) and v >= 0, "a number >= 0"),
-            "center_weight": (lambda v: _is_real(v) and v >= 0, "a number >= 0 (0 = no centring)"),
-            "margin": (lambda v: v is None or _is_real(v), "None or a finite number"),
-            "grouped": (lambda v: isinstance(v, bool), "True or False"),
-            "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-        }
-        for k, (ok, want) in rules.items():
-            if not ok(getattr(self, k)):
-                raise CourseError(f"RewardConfig.{k} must be {want}, got {getattr(self, k)!r}")
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000019
-TRL_NAMES = {
-    "per_device_train_batch_size": "batch_size",
-    "center_rewards_coefficient": "center_weight",
-    "warmup_steps": "warmup_ratio",
-}
-
-
-def reward_config(config: RewardConfig | dict | None = None, **overrides) -> RewardConfig:
-    "`config` (a `RewardConfig`, a dict of its fields, or None: the defaults) with `overrides` applied; validated."
-    aliases = {k: f"TRL's name: use {v!r}" for k, v in TRL_NAMES.items()}
-    return make_config(RewardConfig, config, aliases, **overrides)
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000021
-class RewardPairCollator:
-    "Tokenised pairs (`chosen_ids`, `rejected_ids`, optional `margin`) → one right-padded batch of 2B rows."
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-
-    def __call__(self, feats: list[dict]) -> dict:
-        if not feats:
-            raise CourseError("empty batch")
-        rows = [f["chosen_ids"] for f in feats] + [f["rejected_ids"] for f in feats]
-        out = pad_batch(rows, pad_token_id(self.tokenizer))
-        if any(f.get("margin") is not None for f in feats):
-            out["margin"] = torch.tensor([float(f.get("margin") or 0.0) for f in feats])
-        return out
-
-
-class GroupedPairSampler(torch.utils.data.Sampler):
-    "Shuffle groups (prompts), keep each group's pairs together."
-
-    def __init__(self, groups: list, seed: int = 0):
-        self.by = {}
-        for i, g in enumerate(groups):
-            self.by.setdefault(g, []).append(i)
-        self.seed, self.epoch, self.n = seed, 0, len(groups)
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        keys = list(self.by)
-        random.Random(self.seed + self.epoch).shuffle(keys)
-        self.epoch += 1
-        return iter([i for k in keys for i in self.by[k]])
-
-# %% ../../nbs/06b_reward_model.ipynb #cf40873b
-def tokenize_pairs(pairs: list[dict], tokenizer, max_length: int = 256) -> list[dict]:
-    "Pairs → dicts of `chosen_ids`, `rejected_ids` (SFT format + EOS), `group`, optional `margin`."
-    enc = encode_for_reward
-    ch = enc([p["prompt"] for p in pairs], [p["chosen"] for p in pairs], tokenizer, max_length)
-    rj = enc([p["prompt"] for p in pairs], [p["rejected"] for p in pairs], tokenizer, max_length)
-    return [
-        {"chosen_ids": c, "rejected_ids": r, "group": p.get("group", i), "margin": p.get("margin")}
-        for i, (p, c, r) in enumerate(zip(pairs, ch, rj))
-    ]
-
-
-def reward_training_arguments(
-    output_dir, config: RewardConfig | dict | None = None, has_eval: bool = False, progress: bool = True
-) -> TrainingArguments:
-    "transformers-5 `TrainingArguments` for the reward model (no checkpoints: the model is saved once, as safetensors)."
-    c = reward_config(config)
-    dev, dt = pick_device()
-    return TrainingArguments(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=c.batch_size,
-        per_device_eval_batch_size=2 * c.batch_size,
-        max_steps=c.max_steps,
-        learning_rate=c.learning_rate,
-        weight_decay=c.weight_decay,
-        warmup_steps=c.warmup_ratio,
-        lr_scheduler_type="cosine",
-        logging_steps=c.logging_steps,
-        eval_strategy=("steps" if has_eval else "no"),
-        eval_steps=c.eval_steps,
-        save_strategy="no",
-        seed=c.seed,
-        data_seed=c.seed,
-        bf16=dt == torch.bfloat16,
-        fp16=dt == torch.float16,
-        use_cpu=dev.type == "cpu",
-        report_to="none",
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=not progress,
-        logging_first_step=True,
-    )
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000025
-class RewardModelTrainer(Trainer):
-    """HF `Trainer` for a `RewardModel` on preference pairs; `compute_reward_loss(chosen, rejected)` is the tutorial's
-    method, fixed."""
-
-    def __init__(self, *args, margin=None, center_weight: float = 0.0, grouped: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.margin, self.center_weight, self.grouped, self.nonfinite_steps = margin, center_weight, grouped, 0
-
-    def compute_reward_loss(self, chosen: dict, rejected: dict, margin=None, model=None):
-        "Loss and rewards for tokenised `chosen` and `rejected` batches (input_ids/attention_mask, same width)."
-        ids = torch.cat([chosen["input_ids"], rejected["input_ids"]])
-        mask = torch.cat([chosen["attention_mask"], rejected["attention_mask"]])
-        r = (model or self.model)(input_ids=ids, attention_mask=mask)  # one forward over chosen and rejected
-        rc, rr = r.chunk(2)
-        m = margin if margin is not None else self.margin
-        return compute_reward_loss(rc, rr, margin=m, center_weight=self.center_weight), rc, rr
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        n = inputs["input_ids"].shape[0] // 2  # the collator puts the chosen rows first
-        ch = {k: inputs[k][:n] for k in ("input_ids", "attention_mask")}
-        rj = {k: inputs[k][n:] for k in ("input_ids", "attention_mask")}
-        loss, rc, rr = self.compute_reward_loss(ch, rj, margin=inputs.get("margin"), model=model)
-        if not torch.isfinite(loss):  # a NaN/inf reward: skip this step's gradient, count it, keep training
-            self.nonfinite_steps += 1
-            loss = sum(p.sum() for p in model.parameters()) * 0.0
-        return (loss, {"margins": (rc - rr).detach()}) if return_outputs else loss
-
-    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        inputs = self._prepare_inputs(inputs)
-        with torch.no_grad():
-            loss, out = self.compute_loss(model, inputs, return_outputs=True)
-        margins = out["margins"]
-        return loss.detach(), margins, torch.ones_like(margins)
-
-    def _get_train_sampler(self, *args, **kwargs):
-        ds = self.train_dataset
-        if self.grouped and isinstance(ds, list) and ds and "group" in ds[0]:
-            return GroupedPairSampler([f["group"] for f in ds], seed=self.args.seed)
-        return super()._get_train_sampler(*args, **kwargs)
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000027
-def _margin_accuracy(ev) -> dict:
-    m = np.asarray(ev.predictions).reshape(-1)
-    return {"accuracy": float((m > 0).mean()), "mean_margin": float(m.mean())}
-
-
-def _reward_trainer(model, tokenizer, pairs, eval_pairs, cfg: RewardConfig, out_dir, progress) -> RewardModelTrainer:
-    "The `RewardModelTrainer` for `model` on tokenised `pairs` (and `eval_pairs`, if any) with the settings `cfg`."
-    train_ds = tokenize_pairs(pairs, tokenizer, cfg.max_length)
-    eval_ds = tokenize_pairs(eval_pairs, tokenizer, cfg.max_length) if eval_pairs else None
-    return RewardModelTrainer(
-        model=model,
-        args=reward_training_arguments(out_dir, cfg, has_eval=eval_ds is not None, progress=progress),
-        train_dataset=train_ds,
-        eval_dataset=eval_ds,
-        processing_class=tokenizer,
-        data_collator=RewardPairCollator(tokenizer),
-        compute_metrics=_margin_accuracy,
-        margin=cfg.margin,
-        center_weight=cfg.center_weight,
-        grouped=cfg.grouped,
-    )
-
-
-def _reward_metrics(trainer, tokenizer, pairs, eval_pairs, cfg: RewardConfig, base, seconds: float) -> dict:
-    "What `train_reward_model` reports: steps, time, pairs, train (and held-out) pairwise accuracy, the config."
-    model = trainer.model
-    metrics = {
-        "steps": trainer.state.global_step,
-        "train_seconds": round(seconds, 1),
-        "nonfinite_steps": trainer.nonfinite_steps,
-        "train_pairs": len(pairs),
-        "train_prompts": len({p.get("group", i) for i, p in enumerate(pairs)}),
-        "train_accuracy": pairwise_accuracy(model, tokenizer, pairs[:300]),
-        "config": dataclasses.asdict(cfg),
-        "base": str(base),
-        "seed": cfg.seed,
-    }
-    if eval_pairs:
-        metrics |= {"eval_pairs": len(eval_pairs), "eval_accuracy": pairwise_accuracy(model, tokenizer, eval_pairs)}
-    return metrics
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000028
-def train_reward_model(
-    pairs: list[dict],
-    base,
-    out_dir: str | Path,
-    config: RewardConfig | dict | None = None,
-    eval_pairs: list[dict] | None = None,
-    progress: bool = True,
-    **overrides,
-):
-    """Train a `RewardModel` from the causal LM `base` (a shipped name, a directory or a hub id) on `pairs`; saves it
-    to `out_dir`; returns `(model, metrics)`. Settings: `config` (a `RewardConfig`, a dict, or None) and `overrides`
-    (fields of `RewardConfig`: `max_steps=30`, `batch_size=16`, ...)."""
-    cfg = reward_config(config, **overrides)
-    if out_dir is None:
-        raise CourseError("train_reward_model needs out_dir: the directory the reward model is saved to")
-    path = _model_path(base, "train_reward_model (base)")
-    pairs = validate_preferences(pairs, "train pairs")
-    if eval_pairs is not None:
-        eval_pairs = validate_preferences(eval_pairs, "eval pairs")
-    seed_everything(cfg.seed)
-    tokenizer = load_tokenizer(path)
-    trainer = _reward_trainer(RewardModel.from_sft(base), tokenizer, pairs, eval_pairs, cfg, out_dir, progress)
-    with Timer() as t:
-        trainer.train()
-    model = trainer.model.eval()
-    metrics = _reward_metrics(trainer, tokenizer, pairs, eval_pairs, cfg, base, t.seconds)
-    out = Path(out_dir)
-    model.save_pretrained(out, tokenizer)
-    save_json({"log_history": trainer.state.log_history, **metrics}, out / "log_history.json")
-    metrics["log_history"] = trainer.state.log_history
-    if metrics["nonfinite_steps"]:
-        print(f"train_reward_model: {metrics['nonfinite_steps']} steps had a non-finite loss and were skipped")
-    return model, metrics
-
-# %% ../../nbs/06b_reward_model.ipynb #7faa1ed6
-def reward_margins(
-    model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64, progress: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    "Rewards of chosen and rejected responses, as two arrays."
-    validate_preferences(pairs)
-    prompts = [p["prompt"] for p in pairs]
-    rc = model.score(prompts, [p["chosen"] for p in pairs], tokenizer, batch_size, progress=progress)
-    rr = model.score(prompts, [p["rejected"] for p in pairs], tokenizer, batch_size, progress=progress)
-    return np.array(rc), np.array(rr)
-
-
-def pairwise_accuracy(model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64) -> float:
-    "Share of pairs where the RM scores chosen above rejected."
-    rc, rr = reward_margins(model, tokenizer, pairs, batch_size)
-    return float((rc > rr).mean())
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000032
-def _candidates_by_prompt(pairs: list[dict]) -> dict:
-    "`{group: {'prompt': ..., 'cands': {response: gold score}}}`: every distinct candidate of each prompt, once."
-    groups = {}
-    for p in pairs:
-        g = groups.setdefault(p.get("group", p["prompt"]), {"prompt": p["prompt"], "cands": {}})
-        g["cands"][p["chosen"]] = p.get("gold_chosen")
-        g["cands"][p["rejected"]] = p.get("gold_rejected")
-    if any(v is None for g in groups.values() for v in g["cands"].values()):
-        raise CourseError("gold_agreement needs 'gold_chosen' and 'gold_rejected' in every pair")
-    return groups
-
-
-def gold_agreement(model: RewardModel, tokenizer, pairs: list[dict], batch_size: int = 64) -> dict:
-    "Agreement of RM and gold over every distinct candidate of each prompt: top-1, mean Kendall tau-b, Pearson r."
-    groups = _candidates_by_prompt(pairs)
-    flat = [(k, g["prompt"], c, s) for k, g in groups.items() for c, s in g["cands"].items()]
-    rm = model.score([f[1] for f in flat], [f[2] for f in flat], tokenizer, batch_size)
-    by = {}
-    for f, r in zip(flat, rm):
-        by.setdefault(f[0], []).append((f[3], r))
-    top1, taus = [], []
-    for v in by.values():
-        gold, rms = np.array([x[0] for x in v]), np.array([x[1] for x in v])
-        top1.append(float(gold[rms.argmax()] == gold.max()))
-        t = kendall_tau(gold, rms)
-        if t is not None:
-            taus.append(t)
-    return {
-        "prompts": len(by),
-        "candidates": len(flat),
-        "top1_agreement": float(np.mean(top1)),
-        "kendall_tau": float(np.mean(taus)),
-        "pearson": pearson([f[3] for f in flat], rm),
-    }
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000034
-def _accuracy_by(ok: np.ndarray, pairs: list[dict], key: str) -> dict:
-    "Pairwise accuracy per value of `key` (task, rejected source, ...)."
-    values = [str(p.get(key)) for p in pairs]
-    return {k: round(float(np.mean([o for o, v in zip(ok, values) if v == k])), 4) for k in sorted(set(values))}
-
-
-def evaluate_reward_model(model: RewardModel, tokenizer, pairs: list[dict]) -> dict:
-    "Pairwise accuracy (overall, per task, per rejected source), gold agreement and calibration on `pairs`."
-    rc, rr = reward_margins(model, tokenizer, pairs)
-    ok = rc > rr
-    return {
-        "pairs": len(pairs),
-        "prompts": len({p.get("group") for p in pairs}),
-        "accuracy": float(ok.mean()),
-        "per_task": _accuracy_by(ok, pairs, "task"),
-        "per_rejected_source": _accuracy_by(ok, pairs, "source_rejected"),
-        "gold_agreement": gold_agreement(model, tokenizer, pairs),
-        "calibration_ece": calibration_table(rc, rr)["ece"],
-        "mean_margin": float((rc - rr).mean()),
-        "chosen_rewards": [round(float(x), 5) for x in rc],
-        "rejected_rewards": [round(float(x), 5) for x in rr],
-    }
-
-# %% ../../nbs/06b_reward_model.ipynb #rb000037
-def plot_calibration(
-    chosen_rewards, rejected_rewards, n_bins: int = 10, ax=None, title: str = "reward model calibration"
-):
-    "Reliability diagram: binned sigmoid(r_c - r_r) against the observed frequency. Returns (ax, table)."
-    tab = calibration_table(chosen_rewards, rejected_rewards, n_bins)
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots(figsize=(5, 4.5))
-    xs = [r["predicted"] for r in tab["bins"]]
-    ys = [r["observed"] for r in tab["bins"]]
-    ns = [r["n"] for r in tab["bins"]]
-    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfectly calibrated")
-    ax.scatter(xs, ys, s=[20 + 200 * n / max(ns) for n in ns], zorder=3, label="bins (size = pairs)")
-    ax.plot(xs, ys, "-", alpha=0.6)
-    ax.set_xlabel("predicted P(A preferred) = σ(r_A − r_B)")
-    ax.set_ylabel("observed frequency A preferred")
-    ax.set_title(f"{title} (ECE {tab['ece']:.3f})")
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    return ax, tab
+    d = Path(model_path(name_or_dir, "RewardModel.from_pretrained"))
+    card = d / "reward_config.json"
+    if not card.exists():
+        raise CourseError(f"{d} has no reward_config.json: not a saved RewardModel (train one with train_reward_model)")
+    bias = json.loads(card.read_text())["score_bias"]
+    seq = AutoModelForSequenceClassification.from_pretrained(d, dtype=dtype)
+    head = nn.Linear(seq.config.hidden_size, 1).to(dtype)
+    with torch.no_grad():
+        head.weight.copy_(seq.score.weight)
+        head.bias.fill_(bias)
+    return cls(seq.base_model, head)
 
 # %% ../../nbs/06b_reward_model.ipynb #386ff6b8
 def load_reward_model(name_or_dir, device: str | None = "cpu"):
     """`(reward_model, tokenizer)` from a shipped reward model's name (see `models.shipped_models`) or a directory
     written by `RewardModel.save_pretrained`, resolved by `models.resolve_model`. Eval mode."""
-    d = _model_path(name_or_dir, "load_reward_model")
+    d = model_path(name_or_dir, "load_reward_model")
     m = RewardModel.from_pretrained(d).eval()
     if device is not None:
         m.to(device)

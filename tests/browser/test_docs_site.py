@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "_site"
-LESSON = "nbs/04_flan.html"  # its notebook has a matplotlib plot among its committed outputs
+LESSON = "nbs/04b_flan_mixing.html"  # its notebook has a matplotlib plot (and a widget) among its committed outputs
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -29,7 +29,9 @@ def site_url():
             f"docs site test skipped: {SITE / LESSON} is not built (make docs, or run tests/test_docs.py first)"
         )
     if "data:image/png" not in (SITE / LESSON).read_text():
-        pytest.skip(f"docs site test skipped: {LESSON} has no plot (make outputs NB=nbs/04_flan.ipynb, then make docs)")
+        pytest.skip(
+            f"docs site test skipped: {LESSON} has no plot (make outputs NB=nbs/04b_flan_mixing.ipynb, then make docs)"
+        )
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(SITE)))
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"

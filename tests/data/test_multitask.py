@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from instruct_course.core import CourseError
-from instruct_course.data.flan import check_no_leak
+from instruct_course.data.flan_mixing import check_no_leak
 from instruct_course.data.multitask import (
     DEFAULT_TRAIN_FAMILIES,
     DEFAULT_UNSEEN_FAMILIES,

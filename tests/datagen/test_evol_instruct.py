@@ -7,14 +7,13 @@ from collections import Counter
 import pytest
 
 from instruct_course.core import CourseError, make_config
+from instruct_course.datagen.evol_difficulty import difficulty_by_level
 from instruct_course.datagen.evol_instruct import (
     ELIMINATION_REASONS,
     EVOLUTION_OPS,
     TUTORIAL_EVOLUTION_PROMPTS,
     EvolInstructConfig,
     EvolInstructGenerator,
-    count_constraints,
-    difficulty_by_level,
     evolution_jobs,
     evolution_prompt,
     instruction_elimination,
@@ -83,12 +82,6 @@ def test_parse_score_never_guesses():
     assert parse_score("8 out of 10") == 8
     for bad in ["", "hard", "eleven", "0", "11", "-3", "100", "1. Table", "I think 7", "Difficulty ("]:
         assert parse_score(bad) is None, bad
-
-
-def test_count_constraints():
-    assert count_constraints("Write a haiku.") == 0
-    assert count_constraints("Write a haiku that must include exactly 3 colours.") == 4  # must, include, exactly, 3
-    assert count_constraints("Write at least two lines without rhyme.") == 2
 
 
 def test_prune_and_bias():

@@ -16,7 +16,8 @@ import pytest
 
 from instruct_course.core import CourseError
 from instruct_course.grading.core import QUICK_ENV
-from instruct_course.grading.grader import INTERRUPT_GRACE, KEEP_OUTPUT, grade_main, grade_notebook
+from instruct_course.grading.grader import grade_main, grade_notebook
+from instruct_course.grading.kernel import INTERRUPT_GRACE, KEEP_OUTPUT
 
 ROOT = Path(__file__).resolve().parents[2]
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels inherit it: one thread per process on a shared runner

@@ -2,6 +2,7 @@
 the shipped tiny-rm."""
 
 import dataclasses
+import json
 import math
 
 import pytest
@@ -15,18 +16,20 @@ from instruct_course.experiments.reward import shipped_rm_stats
 from instruct_course.metrics import calibration_table
 from instruct_course.models import load_model, shipped_model_dir
 from instruct_course.train.reward import (
-    TRL_NAMES,
-    GroupedPairSampler,
-    RewardConfig,
     RewardModel,
-    RewardModelTrainer,
-    RewardPairCollator,
     compute_reward_loss,
-    evaluate_reward_model,
-    gold_agreement,
     last_token_index,
     load_reward_model,
     pad_batch,
+)
+from instruct_course.train.reward_training import (
+    TRL_NAMES,
+    GroupedPairSampler,
+    RewardConfig,
+    RewardModelTrainer,
+    RewardPairCollator,
+    evaluate_reward_model,
+    gold_agreement,
     pairwise_accuracy,
     plot_calibration,
     reward_config,
@@ -263,7 +266,7 @@ def test_train_save_reload_safetensors_only(pairs, tmp_path):
     assert met["config"] == dataclasses.asdict(RewardConfig(max_steps=4, batch_size=8, eval_steps=2, logging_steps=1))
     assert any("eval_accuracy" in h for h in met["log_history"])
     files = {f.name for f in (tmp_path / "rm").iterdir()}
-    assert {"model.safetensors", "reward_head.safetensors", "config.json", "tokenizer.json"} <= files
+    assert {"model.safetensors", "reward_config.json", "config.json", "tokenizer.json"} <= files
     assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
     m2, tk2 = load_reward_model(tmp_path / "rm")
     a = m.score([ps[0]["prompt"]], [ps[0]["chosen"]], tk2)
@@ -416,3 +419,60 @@ def test_reward_models_resolve_through_models(tmp_path):
         load_reward_model(str(tmp_path / "nowhere"))
     with pytest.raises(CourseError, match="load_reward_model"):  # and the causal-LM loader points here
         load_model("tiny-rm")
+
+
+def test_saved_reward_model_is_a_transformers_sequence_classifier(tmp_path):
+    "AutoModelForSequenceClassification alone loads it; its logits are our rewards minus the head's bias."
+    from transformers import AutoModelForSequenceClassification
+
+    rm, tok = load_reward_model("tiny-rm")
+    rm.save_pretrained(tmp_path, tok)
+    seq = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    bias = json.loads((tmp_path / "reward_config.json").read_text())["score_bias"]
+    assert seq.config.architectures == ["LlamaForSequenceClassification"] and seq.config.num_labels == 1
+    prompts = [format_prompt("Reverse the words.", "red cat sits"), format_prompt("Say hi.")]
+    ids = rm.encode(prompts, ["sits cat red", "hi"], tok)
+    batch = pad_batch(ids, tok.pad_token_id, "right")
+    with torch.no_grad():
+        ours = rm(**batch)
+        theirs = seq(**batch).logits.squeeze(-1)
+    assert torch.allclose(theirs + bias, ours, atol=1e-5)
+    assert abs(bias) > 0  # the shipped head has a bias, so the check above is not vacuous
+    assert not torch.allclose(theirs, ours, atol=1e-5)
+
+
+def test_reward_loss_matches_trl_reward_trainer(tmp_path):
+    "TRL's RewardTrainer.compute_loss and compute_reward_loss agree on the same batch (centering term included)."
+    from datasets import Dataset
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    rm, tok = load_reward_model("tiny-rm")
+    seq, bias = rm.to_sequence_classifier()
+    prompts = [
+        format_prompt("Reverse the words.", "red cat sits"),
+        format_prompt("Say hi."),
+        format_prompt("Sum 2 and 3."),
+    ]
+    chosen = rm.encode(prompts, ["sits cat red", "hi", "5"], tok)
+    rejected = rm.encode(prompts, ["red cat sits", "hello there friend", "6"], tok)
+    data = Dataset.from_list([{"chosen_ids": c, "rejected_ids": r} for c, r in zip(chosen, rejected)])
+    args = TRLRewardConfig(
+        output_dir=str(tmp_path),
+        center_rewards_coefficient=0.01,
+        per_device_train_batch_size=3,
+        report_to=[],
+        bf16=False,
+        use_cpu=True,
+    )
+    trainer = RewardTrainer(model=seq, args=args, train_dataset=data, processing_class=tok)
+    batch = next(iter(trainer.get_train_dataloader()))
+    seq.eval()
+    with torch.no_grad():
+        trl_loss = trainer.compute_loss(seq, dict(batch)).item()
+        rewards = rm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]) - bias  # our model
+    n = len(prompts)
+    ours = compute_reward_loss(rewards[:n], rewards[n:], center_weight=0.01).item()
+    assert abs(ours - trl_loss) < 1e-6
+    swapped = compute_reward_loss(rewards[n:], rewards[:n], center_weight=0.01).item()
+    assert abs(swapped - trl_loss) > 1e-3  # the check can fail: chosen and rejected swapped gives another loss
