@@ -36,9 +36,20 @@ SFT_SCRIPT = textwrap.dedent("""
 """)
 
 
+def default_interrupt() -> None:
+    "In the child: Ctrl-C back to its default, so Python raises KeyboardInterrupt even under a runner that ignores it."
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # a shell's background job inherits SIGINT ignored
+
+
 def start(*args) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, *map(str, args)], cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, *map(str, args)],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=default_interrupt,
     )
 
 
