@@ -36,8 +36,9 @@ from ..train.sft import train_sft_stage
 
 # %% auto #0
 __all__ = ['POLITE_SFT', 'POLITE_RM', 'CLOSER_RATE', 'RM_SETTINGS', 'PPO_SETTINGS', 'DPO_SETTINGS', 'SMALL_BETA', 'DPO_KL_BUDGET',
-           'RLHF_SIZES', 'style_rankings', 'save_rankings', 'load_rankings', 'measure_policy', 'rlhf_eval_records',
-           'make_polite_sft', 'make_polite_rm', 'plot_rlhf', 'plot_rlhf_overoptimization', 'run_rlhf']
+           'RLHF_SIZES', 'style_rankings', 'save_rankings', 'load_rankings', 'polite_rm_pairs', 'measure_policy',
+           'rlhf_eval_records', 'make_polite_sft', 'make_polite_rm', 'plot_rlhf', 'plot_rlhf_overoptimization',
+           'run_rlhf']
 
 # %% ../../nbs/experiments/rlhf.ipynb #e24f1f39
 POLITE_SFT = "tiny-sft-polite"  # assets/tiny-sft-polite: SFT on demonstrations with closers
@@ -102,6 +103,12 @@ def load_rankings(path) -> list[dict]:
     "What `save_rankings` wrote."
     with gzip.open(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def polite_rm_pairs(split: str = "train") -> list[dict]:
+    "The preference pairs of the rankings shipped beside `tiny-rm-polite` (`split`: 'train' or 'heldout')."
+    rankings = load_rankings(shipped_model_dir(POLITE_RM) / f"{split}_rankings.jsonl.gz")
+    return expand_rankings(rankings, on_no_pairs="drop")[0]
 
 # %% ../../nbs/experiments/rlhf.ipynb #26b45bde
 @torch.no_grad()
@@ -344,8 +351,7 @@ def run_rlhf(out_dir: str | Path = "runs/rlhf", seed: int = 0, quick: bool = Fal
         res["ppo"] = {**final(ppo.pop("policy")), **ppo}
         small = _ppo_stage(sft, tok, train_recs, eval_recs, PPO_SETTINGS | SMALL_BETA, *size_and_seed)
         res["ppo_small_beta"] = {**final(small.pop("policy")), **small}
-        rankings = load_rankings(shipped_model_dir(POLITE_RM) / "train_rankings.jsonl.gz")
-        pairs = expand_rankings(rankings, on_no_pairs="drop")[0]
+        pairs = polite_rm_pairs("train")
         args = (DPO_SETTINGS, DPO_KL_BUDGET, size["dpo_eval_every"], seed, progress)
         dpo = _dpo_stage(sft, tok, pairs, eval_recs, *args)
         res["dpo"] = {**final(dpo.pop("policy")), **dpo, "pairs": len(pairs)}

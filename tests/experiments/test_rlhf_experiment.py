@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from instruct_course.data.masking import format_prompt
-from instruct_course.data.preferences import expand_rankings
 from instruct_course.data.world import make_splits
 from instruct_course.experiments.registry import EXPERIMENTS, get_experiment
 from instruct_course.experiments.rlhf import (
@@ -19,6 +18,7 @@ from instruct_course.experiments.rlhf import (
     PPO_SETTINGS,
     load_rankings,
     measure_policy,
+    polite_rm_pairs,
     rlhf_eval_records,
 )
 from instruct_course.models import load_model, load_tokenizer, shipped_model_dir
@@ -78,16 +78,10 @@ def test_registered():
         get_experiment("rlfh")
 
 
-def rm_pairs(split: str) -> list[dict]:
-    "The preference pairs shipped beside tiny-rm-polite (`train` or `heldout`)."
-    rankings = load_rankings(shipped_model_dir(POLITE_RM) / f"{split}_rankings.jsonl.gz")
-    return expand_rankings(rankings, on_no_pairs="drop")[0]
-
-
 def test_shipped_polite_rm_ranks_heldout_pairs():
     "Measured again here, not read from rm_stats.json: >= 95% of held-out pairs, and the swapped pairs fail."
     rm, tok = load_reward_model(POLITE_RM)
-    chosen, rejected = reward_margins(rm, tok, rm_pairs("heldout"))
+    chosen, rejected = reward_margins(rm, tok, polite_rm_pairs("heldout"))
     assert (chosen > rejected).mean() >= 0.95
     assert (rejected > chosen).mean() <= 0.05
 
@@ -120,7 +114,7 @@ def ppo_preference_rate(polite, sign: float) -> float:
 def dpo_preference_rate(polite, swapped: bool) -> float:
     "Preference rate after 30 DPO steps on 800 of the reward model's pairs (chosen and rejected swapped if asked)."
     sft, tok, records, _ = polite
-    pairs = rm_pairs("train")[:800]
+    pairs = polite_rm_pairs("train")[:800]
     if swapped:
         pairs = [{**p, "chosen": p["rejected"], "rejected": p["chosen"]} for p in pairs]
     cfg = DPOConfig(**{**DPO_SETTINGS, "max_steps": 30, "learning_rate": 1e-4, "seed": 0})
