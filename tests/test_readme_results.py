@@ -2,6 +2,7 @@
 (`instruct_course.site`, nbs/92_site.ipynb), and each results file is read by a finding that names its command."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -75,3 +76,24 @@ def test_a_changed_number_puts_the_readme_out_of_step(tmp_path):
     obj[last] = obj[last] * 7 + 12345
     (tmp_path / "results" / f"{name}.json").write_text(json.dumps(results[name]))
     assert readme_diff(tmp_path), f"changing {ref} in results/{name}.json left README.md in step"
+
+
+def model_facts_quoted(text: str) -> dict:
+    "The shipped base model's size and vocabulary as the README states them (None where it does not)."
+    params = re.search(r"\(([\d,]+) parameters", text)
+    vocab = re.search(r"with a ([\d,]+)-token byte-level", text)
+    return {
+        "parameters": int(params.group(1).replace(",", "")) if params else None,
+        "vocabulary": int(vocab.group(1).replace(",", "")) if vocab else None,
+    }
+
+
+def test_the_readme_states_the_shipped_models_real_size():
+    "The parameter count and vocabulary size in the README are the shipped `tiny` model's, read from it."
+    from instruct_course.models import load_model, load_tokenizer
+
+    quoted = model_facts_quoted((ROOT / "README.md").read_text())
+    real = {"parameters": load_model("tiny", device="cpu").num_parameters(), "vocabulary": len(load_tokenizer("tiny"))}
+    assert quoted == real, f"README.md says {quoted}, the shipped model has {real}: edit nbs/index.ipynb, make readme"
+    wrong = (ROOT / "README.md").read_text().replace(f"{real['vocabulary']:,}-token", "2,048-token")
+    assert model_facts_quoted(wrong)["vocabulary"] == 2048 != real["vocabulary"]
