@@ -26,7 +26,7 @@ __all__ = ['DEMO', 'BENCHES', 'print_json', 'output_to_stderr', 'positive_int', 
 DEMO = "instruct_course.experiments.sft:run_demo"
 BENCHES = {
     "sft": "instruct_course.bench.sft:bench_sft",
-    "generate": "instruct_course.bench.generate:bench_generate",
+    "generate": "instruct_course.bench.generate:bench_generate_dtypes",
     "ppo": "instruct_course.bench.ppo:bench_ppo",
     "peak": "instruct_course.bench.hardware:bench_peak",
     "step": "instruct_course.bench.step:bench_step",

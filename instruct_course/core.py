@@ -87,7 +87,8 @@ def has_bf16_units(flags: dict[str, bool] | None = None) -> bool:
 # %% ../nbs/00_core.ipynb #c28f70ef
 def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> torch.dtype:
     """The number format for a model `width` wide on `device`: `INSTRUCT_COURSE_DTYPE` (fp32|bf16) if set; CUDA:
-    bf16 (fp16 without bf16 support); a CPU with bf16 units: bf16 from `BF16_MIN_WIDTH` up, else fp32; else fp32."""
+    bf16 (fp16 without bf16 support); a CPU with bf16 units: bf16 from `BF16_MIN_WIDTH` up, else fp32; else fp32.
+    Prints the choice once, unless it is the plain default (fp32 for a narrow model on a CPU)."""
     device = torch.device(device)
     forced = os.environ.get("INSTRUCT_COURSE_DTYPE", "").strip().lower()
     if forced and forced not in ("fp32", "bf16"):
@@ -97,11 +98,15 @@ def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> 
     elif device.type == "cuda":
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         dtype, why = (torch.bfloat16 if bf16 else torch.float16), "CUDA"
-    elif device.type == "cpu" and has_bf16_units() and width is not None and width >= BF16_MIN_WIDTH:
+    elif device.type != "cpu":
+        dtype, why = torch.float32, f"default on {device.type}"
+    elif width is None or width < BF16_MIN_WIDTH:
+        dtype, why = torch.float32, None  # the plain default (the tiny models): nothing to announce
+    elif has_bf16_units():
         dtype, why = torch.bfloat16, f"CPU with bf16 units, width {width} >= {BF16_MIN_WIDTH}"
     else:
-        dtype, why = torch.float32, "default" if device.type != "cpu" else "CPU, narrow model or no bf16 units"
-    if verbose and (device.type, dtype, why) not in _ANNOUNCED:
+        dtype, why = torch.float32, f"width {width}, but this CPU has no bf16 units"
+    if verbose and why is not None and (device.type, dtype, why) not in _ANNOUNCED:
         _ANNOUNCED.add((device.type, dtype, why))
         print(f"number format: {str(dtype).replace('torch.', '')} on {device.type} ({why})")
     return dtype

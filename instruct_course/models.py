@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast
 
-from .core import CourseError, assets_dir, is_offline, pick_device
+from .core import CourseError, assets_dir, is_offline, pick_device, pick_dtype
 
 # %% auto #0
 __all__ = ['SPECIAL_TOKENS', 'CHATML_TEMPLATE', 'SMOLLM2_GGUF', 'SMOLLM2_DESCRIPTION', 'train_tokenizer', 'tiny_config',
            'model_size', 'pack_blocks', 'perplexity', 'shipped_models', 'embedded_models', 'shipped_model_dir',
-           'smollm2_gguf', 'resolve_model', 'load_tokenizer', 'load_model']
+           'smollm2_gguf', 'resolve_model', 'load_tokenizer', 'model_width', 'load_model']
 
 # %% ../nbs/02_models.ipynb #b0a677ba
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
@@ -229,40 +229,54 @@ def load_tokenizer(name):
     return tok
 
 
+def model_width(config) -> int | None:
+    "The hidden width of a transformers config (`hidden_size`, `n_embd` or `d_model`), None if it names none."
+    for key in ("hidden_size", "n_embd", "d_model"):
+        if isinstance(getattr(config, key, None), int):
+            return getattr(config, key)
+    return None
+
+
 def load_model(name, device=None, dtype=None, **kwargs):
-    """Causal LM for `name` (see `resolve_model`) on `device` (default: `pick_device()`), in eval mode.
-    SmolLM2 is converted from GGUF once and cached."""
+    """Causal LM for `name` (see `resolve_model`) on `device` (default: `pick_device()`), in eval mode, in `dtype`
+    (default: `pick_dtype` for the device and the model's width: bf16 on CUDA and, on a CPU with bf16 units, for
+    models from `BF16_MIN_WIDTH` wide such as SmolLM2; fp32 for the tiny models). SmolLM2 is converted from GGUF
+    once and cached."""
     src = resolve_model(name)
     if src.get("model_kind", "causal-lm") != "causal-lm":
         raise CourseError(
             f"{name!r} is a {src['model_kind']}, not a causal language model: load it with "
             "instruct_course.train.reward.load_reward_model"
         )
-    dev, dt = pick_device(device) if device is None or isinstance(device, str) else (device, dtype or torch.float32)
-    dt = dtype or dt
+    dev = pick_device(device)[0] if device is None or isinstance(device, str) else torch.device(device)
     if "gguf_file" in src:
-        print(f"converting {src['gguf_file']} to safetensors once (about 30 s); later loads use {src['cache_to']}")
-        model = AutoModelForCausalLM.from_pretrained(
-            src["path"], gguf_file=src["gguf_file"], dtype=torch.float32, **kwargs
-        )
-        tok = AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"])
-        # a model loaded from GGUF refuses save_pretrained ("quantized with gguf"):
-        # copy the dequantised weights into a plain model
-        cfg = model.config
-        if hasattr(cfg, "quantization_config"):
-            del cfg.quantization_config
-        plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-        plain.load_state_dict(model.state_dict())
-        model = plain
-        try:
-            model.save_pretrained(src["cache_to"])
-            tok.save_pretrained(src["cache_to"])
-        except (OSError, ValueError) as e:
-            print(f"could not cache the converted model ({e}); it will be converted again next time")
-        model = model.to(dtype=dt)
+        model = _convert_gguf(src, **kwargs)
+        model = model.to(dtype=dtype or pick_dtype(dev, model_width(model.config)))
     else:
-        model = _from_pretrained(src["path"], dtype=dt, **kwargs)
+        if dtype is None:
+            dtype = pick_dtype(dev, model_width(AutoConfig.from_pretrained(src["path"])))
+        model = _from_pretrained(src["path"], dtype=dtype, **kwargs)
     return model.to(dev).eval()
+
+
+def _convert_gguf(src: dict, **kwargs):
+    "SmolLM2 from its GGUF file, dequantised to a plain fp32 model and cached as safetensors in `src['cache_to']`."
+    print(f"converting {src['gguf_file']} to safetensors once; later loads use {src['cache_to']}")
+    model = AutoModelForCausalLM.from_pretrained(src["path"], gguf_file=src["gguf_file"], dtype=torch.float32, **kwargs)
+    tok = AutoTokenizer.from_pretrained(src["path"], gguf_file=src["gguf_file"])
+    # a model loaded from GGUF refuses save_pretrained ("quantized with gguf"):
+    # copy the dequantised weights into a plain model
+    cfg = model.config
+    if hasattr(cfg, "quantization_config"):
+        del cfg.quantization_config
+    plain = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    plain.load_state_dict(model.state_dict())
+    try:
+        plain.save_pretrained(src["cache_to"])
+        tok.save_pretrained(src["cache_to"])
+    except (OSError, ValueError) as e:
+        print(f"could not cache the converted model ({e}); it will be converted again next time")
+    return plain
 
 
 def _from_pretrained(path, **kwargs):

@@ -97,6 +97,7 @@ def test_experiment_prints_the_whole_result_as_json(fake_module, tmp_path, monke
 def test_experiment_registry_and_missing_module(monkeypatch, capsys):
     targets = {k: spec for k, (spec, _) in registry.EXPERIMENTS.items()}
     assert targets == {
+        "demo-seeds": "instruct_course.experiments.sft:run_demo_seeds",
         "multitask": "instruct_course.experiments.multitask:run_multitask_experiment",
         "pitfalls": "instruct_course.experiments.pitfalls:run_pitfalls_experiment",
         "overoptimization": "instruct_course.experiments.ppo:run_overoptimization",
@@ -149,7 +150,7 @@ def test_bench_prints_whole_json_and_names_a_missing_module(fake_module, monkeyp
     monkeypatch.setitem(cli.BENCHES, "sft", "instruct_course.bench.ghost:bench_ghost")
     assert cli.main(["bench", "sft"]) == 2
     assert "benchmark 'sft' is not available" in capsys.readouterr().err
-    assert cli.BENCHES["generate"] == "instruct_course.bench.generate:bench_generate"
+    assert cli.BENCHES["generate"] == "instruct_course.bench.generate:bench_generate_dtypes"
     assert cli.BENCHES["ppo"] == "instruct_course.bench.ppo:bench_ppo"
 
 

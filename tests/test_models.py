@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+import torch
 
 from instruct_course.core import CourseError
 from instruct_course.data.world import (
@@ -87,3 +88,41 @@ def test_smollm2_gguf_is_found_through_metadata():
     info = resolve_model("smollm2")
     assert info["kind"] == "smollm2"
     assert "gguf_file" not in info or info["gguf_file"].endswith(".gguf")
+
+
+def _dtype_policy(monkeypatch, bf16_units: bool, forced: str | None) -> None:
+    "Make `core.pick_dtype` see a CPU with or without bf16 units, and set or clear INSTRUCT_COURSE_DTYPE."
+    import instruct_course.core as core
+
+    monkeypatch.setattr(core, "has_bf16_units", lambda flags=None: bf16_units)
+    monkeypatch.setattr(core, "_ANNOUNCED", set())
+    if forced is None:
+        monkeypatch.delenv("INSTRUCT_COURSE_DTYPE", raising=False)
+    else:
+        monkeypatch.setenv("INSTRUCT_COURSE_DTYPE", forced)
+
+
+@pytest.mark.parametrize(
+    "bf16_units, forced, smollm2_dtype, tiny_dtype",
+    [
+        (True, None, torch.bfloat16, torch.float32),  # the policy: bf16 for the wide model only
+        (False, None, torch.float32, torch.float32),  # no bf16 units: fp32 everywhere
+        (True, "fp32", torch.float32, torch.float32),  # forced fp32
+        (False, "bf16", torch.bfloat16, torch.bfloat16),  # forced bf16, even for the tiny model
+    ],
+)
+def test_load_model_applies_the_dtype_policy(monkeypatch, capsys, bf16_units, forced, smollm2_dtype, tiny_dtype):
+    _dtype_policy(monkeypatch, bf16_units, forced)
+    assert load_model("tiny", device="cpu").dtype == tiny_dtype
+    quiet = capsys.readouterr().out
+    assert ("number format" in quiet) == (forced is not None)  # the plain default is not announced
+    assert load_model("smollm2", device="cpu").dtype == smollm2_dtype
+    said = capsys.readouterr().out
+    assert f"number format: {str(smollm2_dtype).replace('torch.', '')} on cpu" in said or forced is not None
+
+
+def test_load_model_dtype_argument_overrides_the_policy(monkeypatch):
+    _dtype_policy(monkeypatch, True, None)
+    assert load_model("smollm2", device="cpu", dtype=torch.float32).dtype == torch.float32
+    _dtype_policy(monkeypatch, False, None)
+    assert load_model("tiny", device="cpu", dtype=torch.bfloat16).dtype == torch.bfloat16

@@ -5,17 +5,18 @@
 # %% ../../nbs/bench/generate.ipynb #7d64c7a5
 from __future__ import annotations
 
+import copy
 import platform
 import time
 
 import torch
 
-from ..core import CourseError
+from ..core import CourseError, pick_dtype
 from ..generation import TextGenerator
-from ..models import load_model, load_tokenizer
+from ..models import load_model, load_tokenizer, model_width
 
 # %% auto #0
-__all__ = ['BENCH_PROMPTS', 'bench_prompts', 'bench_generate']
+__all__ = ['BENCH_PROMPTS', 'bench_prompts', 'bench_generate', 'bench_generate_dtypes']
 
 # %% ../../nbs/bench/generate.ipynb #eff0500e
 BENCH_PROMPTS = [
@@ -80,6 +81,7 @@ def bench_generate(
     return {
         "model": name,
         "device": str(next(m.parameters()).device),
+        "dtype": str(next(m.parameters()).dtype).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(),
         **{"n_prompts": n_prompts, "batch_size": batch_size, "max_new_tokens": max_new_tokens},
         "chat": chat and gen.has_chat_template,
@@ -89,4 +91,40 @@ def bench_generate(
         "identical_outputs": sum(a["text"] == b["text"] for a, b in zip(batched, seq)),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+    }
+
+# %% ../../nbs/bench/generate.ipynb #b9c480bc
+def bench_generate_dtypes(
+    model="smollm2", dtypes: tuple[str, ...] = ("float32", "bfloat16"), repeats: int = 2, tokenizer=None, **kw
+) -> dict:
+    """`bench_generate` once per number format in `dtypes` (torch names), on copies of the same fp32 weights, in turn
+    `repeats` times; each format's best run, and its batched tokens/s over the first format's (`batched_speedup`)."""
+    if not dtypes or any(not isinstance(getattr(torch, d, None), torch.dtype) for d in dtypes):
+        raise CourseError(f"dtypes must name torch number formats, e.g. ('float32', 'bfloat16'); got {dtypes!r}")
+    if repeats < 1:
+        raise CourseError(f"repeats must be >= 1, got {repeats}")
+    if not isinstance(model, str) and tokenizer is None:
+        raise CourseError("bench_generate_dtypes: pass the tokenizer of a loaded model (tokenizer=...), or a name")
+    device = kw.get("device", "cpu")
+    if isinstance(model, str):
+        base = load_model(model, device=device, dtype=torch.float32)
+    else:  # the caller's model stays as it is
+        base = model if next(model.parameters()).dtype == torch.float32 else copy.deepcopy(model).float()
+    tok = load_tokenizer(model) if isinstance(model, str) else tokenizer
+    copies = {d: copy.deepcopy(base).to(getattr(torch, d)) for d in dtypes}
+    best: dict[str, dict] = {}
+    for _ in range(repeats):
+        for d in dtypes:
+            r = bench_generate(copies[d], tokenizer=tok, **kw)
+            if d not in best or r["batched_tokens_per_s"] > best[d]["batched_tokens_per_s"]:
+                best[d] = r
+    first = best[dtypes[0]]["batched_tokens_per_s"]
+    width = model_width(base.config)
+    return {
+        "model": model if isinstance(model, str) else best[dtypes[0]]["model"],
+        "policy_dtype": str(pick_dtype(device, width, verbose=False)).replace("torch.", ""),
+        "batched_speedup": {d: round(best[d]["batched_tokens_per_s"] / first, 2) for d in dtypes},
+        "batched_over_sequential": {d: best[d]["ratio"] for d in dtypes},
+        "repeats": repeats,
+        "runs": best,
     }

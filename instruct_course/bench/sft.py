@@ -61,8 +61,11 @@ class FullHeadTrainer(InstructionTrainer):
         return (loss, None) if return_outputs else loss
 
 # %% ../../nbs/16_bench.ipynb #35ae18a0
-def trl_config(output_dir, steps: int, batch_size: int, max_length: int, seed: int, group_by_length: bool = False):
-    "TRL's `SFTConfig` with the same hyper-parameters as the course's `SFTConfig()` and TRL's best CPU settings."
+def trl_config(
+    output_dir, steps: int, batch_size: int, max_length: int, seed: int, group_by_length: bool = False, bf16=False
+):
+    """TRL's `SFTConfig` with the same hyper-parameters as the course's `SFTConfig()` and TRL's best CPU settings
+    (`bf16=True`: TRL's default bf16 autocast, measured as the variant `trl_bf16`)."""
     from trl import SFTConfig as TRLSFTConfig  # optional and slow to import: only the benchmark needs it
 
     c = SFTConfig()
@@ -82,7 +85,7 @@ def trl_config(output_dir, steps: int, batch_size: int, max_length: int, seed: i
         seed=seed,
         data_seed=seed,
         use_cpu=True,
-        bf16=False,
+        bf16=bf16,
         fp16=False,
         activation_checkpointing=False,
         max_length=max_length,
@@ -106,9 +109,18 @@ def trl_records(records) -> list[dict]:
 
 # %% ../../nbs/16_bench.ipynb #1996343e
 def _run_ours(
-    records, steps, warmup, batch_size, max_length, seed, trainer_cls=InstructionTrainer, group_by_length=False
+    records,
+    steps,
+    warmup,
+    batch_size,
+    max_length,
+    seed,
+    trainer_cls=InstructionTrainer,
+    group_by_length=False,
+    bf16=False,
 ):
-    "Ours as `train_sft_stage` builds it, with the sampling forced to TRL's in the same pair (random or by length)."
+    """Ours as `train_sft_stage` builds it, with the sampling forced to TRL's in the same pair (random or by length);
+    `bf16`: under bf16 autocast, as TRL's `bf16=True`."""
 
     def fn(ts, name):
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
@@ -118,6 +130,8 @@ def _run_ours(
             args = training_arguments(d, seed=seed, progress=False, **kw)
             args.save_strategy = SaveStrategy.NO  # the final checkpoint is not part of a step
             args.train_sampling_strategy = "group_by_length" if group_by_length else "random"  # both sides alike
+            if bf16:  # the Trainer builds its accelerator from mixed_precision, which __post_init__ derived from bf16
+                args.bf16, args.mixed_precision = True, "bf16"
             tr = instrumented(trainer_cls, seed)(
                 model=model, args=args, train_dataset=ds, processing_class=tok, data_collator=InstructionCollator(tok)
             )
@@ -126,7 +140,7 @@ def _run_ours(
     return fn
 
 
-def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_length=False):
+def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_length=False, bf16=False):
     "TRL's `SFTTrainer` on the same records as prompt-completion pairs."
 
     def fn(ts, name):
@@ -135,7 +149,7 @@ def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_leng
 
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
         with tempfile.TemporaryDirectory() as d:
-            cfg = trl_config(d, steps, batch_size, max_length, seed, group_by_length)
+            cfg = trl_config(d, steps, batch_size, max_length, seed, group_by_length, bf16)
             tr = instrumented(SFTTrainer, seed)(
                 model=model, args=cfg, train_dataset=Dataset.from_list(trl_records(records)), processing_class=tok
             )
@@ -183,7 +197,7 @@ def _run_plain(records, steps, warmup, batch_size, max_length, seed, lr=None, ma
     return fn
 
 # %% ../../nbs/16_bench.ipynb #d12571e6
-VARIANTS = ("ours_full_head", "trl_group_by_length", "ours_group_by_length")
+VARIANTS = ("ours_full_head", "trl_group_by_length", "ours_group_by_length", "trl_bf16", "ours_bf16")
 
 
 def _variants(variants) -> tuple:
@@ -202,6 +216,8 @@ def _contenders(records, steps, warmup, batch_size, max_length, seed, extra: tup
         "ours_full_head": lambda: _run_ours(*a, trainer_cls=FullHeadTrainer),
         "trl_group_by_length": lambda: _run_trl(*a, group_by_length=True),
         "ours_group_by_length": lambda: _run_ours(*a, group_by_length=True),
+        "trl_bf16": lambda: _run_trl(*a, bf16=True),
+        "ours_bf16": lambda: _run_ours(*a, bf16=True),
     }
     return jobs | {v: makers[v]() for v in VARIANTS if v in extra}
 
@@ -234,7 +250,7 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
     for r in runs.values():
         r["mfu"] = round(6 * n_params * r["real_tokens_per_s"] / (peak * 1e9), 4)
     ours, trl_r, plain = runs["ours"], runs["trl"], runs["plain_torch"]
-    others = [k for k in ("trl", "plain_torch", "ours_full_head") if k in runs]
+    others = [k for k in ("trl", "plain_torch", "ours_full_head", "trl_bf16", "ours_bf16") if k in runs]
     res = {
         "ours_tokens_per_s": ours["tokens_per_s"],
         "trl_tokens_per_s": trl_r["tokens_per_s"],
@@ -248,7 +264,7 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
     if "ours_full_head" in runs:
         fh = runs["ours_full_head"]["tokens_per_s"]
         res |= {"ours_full_head_tokens_per_s": fh, "ours_vs_full_head": round(ours["tokens_per_s"] / fh, 3)}
-    for k in ("trl_group_by_length", "ours_group_by_length"):
+    for k in ("trl_group_by_length", "ours_group_by_length", "trl_bf16", "ours_bf16"):
         if k in runs:
             res[f"{k}_tokens_per_s"] = runs[k]["tokens_per_s"]
     if "trl_group_by_length" in runs and "ours_group_by_length" in runs:
@@ -257,18 +273,27 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
             "best_ratio": round(og["tokens_per_s"] / tg["tokens_per_s"], 3),
             "same_batches_grouped": og["response_per_step"] == tg["response_per_step"],
         }
+    best = {
+        who: max((k for k in runs if k.split("_")[0] == who), key=lambda k: runs[k]["tokens_per_s"])
+        for who in ("ours", "trl")
+    }
+    res |= {
+        "ours_best": best["ours"],
+        "trl_best": best["trl"],
+        "best_vs_best": round(runs[best["ours"]]["tokens_per_s"] / runs[best["trl"]]["tokens_per_s"], 3),
+    }
     return res
 
 # %% ../../nbs/16_bench.ipynb #7be2eb6b
 OURS_SETTINGS = (
     "InstructionTrainer (compute_instruction_loss: LM head on response positions only) + "
     "training_arguments(SFTConfig()), train_sampling_strategy forced to random (ours, ours_full_head) / "
-    "group_by_length (ours_group_by_length), save_strategy=no"
+    "group_by_length (ours_group_by_length), save_strategy=no; ours_bf16: bf16 autocast (mixed_precision=bf16)"
 )
 TRL_SETTINGS = (
     "completion_only_loss=True, bf16=False, activation_checkpointing=False (gradient_checkpointing), packing=False, "
     "padding_free=False, train_sampling_strategy=random (trl) / group_by_length (trl_group_by_length), "
-    "save_strategy=no, same lr/schedule/clipping/logging_steps/seed as ours"
+    "save_strategy=no, same lr/schedule/clipping/logging_steps/seed as ours; trl_bf16: bf16=True (TRL's default)"
 )
 
 
@@ -343,7 +368,7 @@ def phase_table(res: dict):
     "The per-phase milliseconds per step of every contender in `res` (from `bench_sft`), as a DataFrame."
     import pandas as pd  # only for this table
 
-    order = ["ours", "trl", "plain_torch", "ours_full_head", "trl_group_by_length", "ours_group_by_length"]
+    order = ["ours", "trl", "plain_torch", "ours_full_head", "trl_group_by_length", "ours_group_by_length", "trl_bf16"]
     runs = {k: res["runs"][k] for k in order + sorted(res["runs"]) if k in res["runs"]}
     df = pd.DataFrame({k: v["phases_ms_per_step"] for k, v in runs.items()}).reindex(list(PHASES))
     df.loc["total (ms per step)"] = [1000 * v["s_per_step"] for v in runs.values()]

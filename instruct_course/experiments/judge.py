@@ -61,7 +61,7 @@ def _world_splits(seed: int):
 
 # %% ../../nbs/experiments/judge.ipynb #cb6a3aec
 def _judge_measurements(judge_model: str, predictions: list[dict], n_items: int, n_pairs: int, seed: int, progress):
-    "Grades (strict and expected) of a balanced sample, swapped pairs, the wrong answers paired, and the timings."
+    "Grades of a balanced sample (strict, expected), swapped pairs, the wrong answers, timings, the judge's dtype."
     sample = judge_sample(predictions, n_items, seed)
     with Timer() as t_load:
         judge = Judge(judge_model)
@@ -74,7 +74,8 @@ def _judge_measurements(judge_model: str, predictions: list[dict], n_items: int,
     with Timer() as t_pair:
         cmp = judge.compare_many(pairs, progress=progress)
     times = {"judge_load": t_load, "score": t_judge, "expected": t_exp, "pairwise": t_pair}
-    return ag, ag_exp, cmp, wrong, {k: round(t.seconds, 1) for k, t in times.items()}
+    seconds = {k: round(t.seconds, 1) for k, t in times.items()}
+    return ag, ag_exp, cmp, wrong, seconds, str(next(judge.model.parameters()).dtype).replace("torch.", "")
 
 
 def _pairwise_counts(cmp: dict) -> dict:
@@ -106,9 +107,12 @@ def run_judge_agreement(
     evalsets = {s: splits[s] for s in ("heldout_instances", "heldout_templates")}
     with Timer() as t_eval:
         r = evaluate(sft, tok, evalsets, metrics=("exact_match",), progress=progress)
-    ag, ag_exp, cmp, wrong, seconds = _judge_measurements(judge_model, r.predictions, n_items, n_pairs, seed, progress)
+    ag, ag_exp, cmp, wrong, seconds, dtype = _judge_measurements(
+        judge_model, r.predictions, n_items, n_pairs, seed, progress
+    )
     result = {
         "judge": judge_model,
+        "judge_dtype": dtype,
         "seed": seed,
         "quick": quick,
         "n_items": ag["n"],

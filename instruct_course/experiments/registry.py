@@ -15,6 +15,10 @@ __all__ = ['EXPERIMENTS', 'import_target', 'get_experiment']
 
 # %% ../../nbs/experiments/registry.ipynb #c888884a
 EXPERIMENTS = {  # name -> ("module:function", what it shows)
+    "demo-seeds": (
+        "instruct_course.experiments.sft:run_demo_seeds",
+        "lesson 05 (SFT): the demo's recipe on six training seeds, against the course's targets",
+    ),
     "multitask": (
         "instruct_course.experiments.multitask:run_multitask_experiment",
         "lesson 13 (multitask): single- vs multi-task tuning, zero-shot on unseen families",

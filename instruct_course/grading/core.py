@@ -279,6 +279,17 @@ def solution(self: Part) -> None:
     where = f"exercises/solutions/{self.exercise}.ipynb"
     print(f"Solution ({self.name}):\n{code}" if code else f"No solution found: open {where} (part {self.name}).")
 
+# %% ../../nbs/15_grading.ipynb #74eeb068
+@patch
+def prove_check(self: Part, right: dict, *wrong: dict) -> None:
+    "Assert that this part grades `right` correct, each of `wrong` (at least one) wrong, and no answer not attempted."
+    if not wrong:
+        raise CourseError(f"{self.name}: give at least one wrong answer; a check never shown failing proves nothing")
+    for answers, expected in [(right, "correct"), *((w, "wrong") for w in wrong), ({}, "not_attempted")]:
+        got = self.grade(Answers(answers))
+        if got.status != expected:
+            raise AssertionError(f"{self.name}: {answers!r} was graded {got.status}, not {expected}: {got.message}")
+
 # %% ../../nbs/15_grading.ipynb #0c1b2a16
 @dataclass
 class Exercise:

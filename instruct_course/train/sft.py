@@ -206,7 +206,8 @@ class InstructionTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         n = num_items_in_batch.item() if torch.is_tensor(num_items_in_batch) else num_items_in_batch
-        loss = compute_instruction_loss(model, inputs, num_items=n)
+        with self.accelerator.autocast():  # the body and head are called directly, not through model.forward,
+            loss = compute_instruction_loss(model, inputs, num_items=n)  # which is what accelerate would wrap
         if not torch.isfinite(loss):
             raise CourseError(
                 f"non-finite SFT loss ({loss.item()}) at step {self.state.global_step}: lower the learning rate"

@@ -6,7 +6,14 @@ import pytest
 
 from instruct_course.core import CourseError
 from instruct_course.data.world import SPLITS
-from instruct_course.experiments.sft import COURSE_DEMO_CONFIG, COURSE_DEMO_STEPS, COURSE_TASK_UPSAMPLE, run_demo
+from instruct_course.experiments.sft import (
+    COURSE_DEMO_CONFIG,
+    COURSE_DEMO_STEPS,
+    COURSE_TASK_UPSAMPLE,
+    DEMO_TARGETS,
+    run_demo,
+    run_demo_seeds,
+)
 from instruct_course.train.sft import SFTConfig
 
 
@@ -19,7 +26,8 @@ def test_run_demo_writes_the_metrics_contract(tmp_path):
     m = run_demo(tmp_path / "demo", max_steps=4, progress=False, eval_per_family=2)
     disk = json.loads((tmp_path / "demo" / "metrics.json").read_text())
     assert disk == json.loads(json.dumps(m))
-    assert set(disk) == {"before", "after", "sft", "eval_seconds", "eval_per_family", "seed"}
+    assert set(disk) == {"before", "after", "sft", "eval_seconds", "eval_per_family", "seed", "dtype"}
+    assert disk["dtype"] == "float32"  # the tiny model is narrow: fp32 on any CPU
     for side in ("before", "after"):
         per = disk[side]["per_task"]
         assert (
@@ -49,3 +57,14 @@ def test_run_demo_refuses_bad_arguments_before_writing(tmp_path, kw, phrase):
     with pytest.raises(CourseError, match=phrase):
         run_demo(tmp_path / "bad", progress=False, **kw)
     assert not (tmp_path / "bad").exists()
+
+
+def test_demo_seeds_quick_writes_one_row_per_seed(tmp_path):
+    res = run_demo_seeds(tmp_path / "seeds", seed=3, quick=True, progress=False)
+    assert json.loads((tmp_path / "seeds" / "seeds.json").read_text()) == json.loads(json.dumps(res))
+    assert res["seeds"] == [3, 4] and [r["seed"] for r in res["rows"]] == [3, 4]
+    assert (tmp_path / "seeds" / "seed4" / "metrics.json").exists()
+    for r in res["rows"]:
+        assert set(r["meets"]) == set(DEMO_TARGETS) and r["weakest_family_em"] == min(r["per_task"].values())
+        assert not r["meets"]["heldout_instances"]  # 20 steps do not make an instruction follower
+    assert res["met"]["heldout_instances"] == 0 and res["all_met"] is False
