@@ -21,8 +21,9 @@ import torch
 
 # %% auto #0
 __all__ = ['BF16_FLAGS', 'BF16_MIN_WIDTH', 'CourseError', 'seed_everything', 'pick_device', 'cpu_flags', 'has_bf16_units',
-           'pick_dtype', 'is_offline', 'package_dir', 'assets_dir', 'run_dir', 'check_record', 'validate_records',
-           'make_config', 'read_jsonl', 'write_jsonl', 'append_jsonl', 'Timer', 'to_jsonable', 'save_json']
+           'dtype_name', 'pick_dtype', 'is_offline', 'package_dir', 'assets_dir', 'run_dir', 'check_record',
+           'validate_records', 'make_config', 'read_jsonl', 'write_jsonl', 'append_jsonl', 'Timer', 'to_jsonable',
+           'save_json']
 
 # %% ../nbs/00_core.ipynb #0c482f6d
 class CourseError(ValueError):
@@ -85,6 +86,12 @@ def has_bf16_units(flags: dict[str, bool] | None = None) -> bool:
     return bool(flags.get("amx_bf16") or flags.get("avx512_bf16"))
 
 # %% ../nbs/00_core.ipynb #c28f70ef
+def dtype_name(x) -> str:
+    "The short name of a torch dtype, or of the dtype of a model's parameters: 'float32', 'bfloat16', ..."
+    dtype = x if isinstance(x, torch.dtype) else next(x.parameters()).dtype
+    return str(dtype).removeprefix("torch.")
+
+
 def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> torch.dtype:
     """The number format for a model `width` wide on `device`: `INSTRUCT_COURSE_DTYPE` (fp32|bf16) if set; CUDA:
     bf16 (fp16 without bf16 support); a CPU with bf16 units: bf16 from `BF16_MIN_WIDTH` up, else fp32; else fp32.
@@ -108,7 +115,7 @@ def pick_dtype(device="cpu", width: int | None = None, verbose: bool = True) -> 
         dtype, why = torch.float32, f"width {width}, but this CPU has no bf16 units"
     if verbose and why is not None and (device.type, dtype, why) not in _ANNOUNCED:
         _ANNOUNCED.add((device.type, dtype, why))
-        print(f"number format: {str(dtype).replace('torch.', '')} on {device.type} ({why})")
+        print(f"number format: {dtype_name(dtype)} on {device.type} ({why})")
     return dtype
 
 # %% ../nbs/00_core.ipynb #150843a3

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..core import CourseError, pick_dtype
+from ..core import CourseError, dtype_name, pick_dtype
 from ..generation import TextGenerator
 from ..models import load_model, load_tokenizer, model_width
 
@@ -81,7 +81,7 @@ def bench_generate(
     return {
         "model": name,
         "device": str(next(m.parameters()).device),
-        "dtype": str(next(m.parameters()).dtype).replace("torch.", ""),
+        "dtype": dtype_name(m),
         "torch_threads": torch.get_num_threads(),
         **{"n_prompts": n_prompts, "batch_size": batch_size, "max_new_tokens": max_new_tokens},
         "chat": chat and gen.has_chat_template,
@@ -122,7 +122,7 @@ def bench_generate_dtypes(
     width = model_width(base.config)
     return {
         "model": model if isinstance(model, str) else best[dtypes[0]]["model"],
-        "policy_dtype": str(pick_dtype(device, width, verbose=False)).replace("torch.", ""),
+        "policy_dtype": dtype_name(pick_dtype(device, width, verbose=False)),
         "batched_speedup": {d: round(best[d]["batched_tokens_per_s"] / first, 2) for d in dtypes},
         "batched_over_sequential": {d: best[d]["ratio"] for d in dtypes},
         "repeats": repeats,

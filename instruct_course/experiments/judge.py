@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import Timer, save_json, seed_everything
+from ..core import Timer, dtype_name, save_json, seed_everything
 from ..data.world import make_splits
 from ..eval.evaluate import evaluate
 from ..eval.judge import Judge, judge_agreement, judge_sample
@@ -75,7 +75,7 @@ def _judge_measurements(judge_model: str, predictions: list[dict], n_items: int,
         cmp = judge.compare_many(pairs, progress=progress)
     times = {"judge_load": t_load, "score": t_judge, "expected": t_exp, "pairwise": t_pair}
     seconds = {k: round(t.seconds, 1) for k, t in times.items()}
-    return ag, ag_exp, cmp, wrong, seconds, str(next(judge.model.parameters()).dtype).replace("torch.", "")
+    return ag, ag_exp, cmp, wrong, seconds, dtype_name(judge.model)
 
 
 def _pairwise_counts(cmp: dict) -> dict:

@@ -12,7 +12,7 @@ from pathlib import Path
 import matplotlib
 import torch
 
-from ..core import CourseError, Timer, save_json, write_jsonl
+from ..core import CourseError, Timer, dtype_name, save_json, write_jsonl
 from ..data.flan_mixing import upsample_tasks
 from ..data.world import FAMILIES, SPLITS, make_splits
 from ..models import load_model, load_tokenizer, model_size
@@ -171,7 +171,7 @@ def run_demo(
         after = {s: evaluate_exact_match(sft, tok, splits[s], progress=progress) for s in SPLITS[1:]}
     _write_outputs(out, log, before, after)
     eval_seconds = t_before.seconds + t_after.seconds
-    dtype = str(next(sft.parameters()).dtype).replace("torch.", "")
+    dtype = dtype_name(sft)
     extra = dict(eval_per_family=eval_per_family, seed=seed, dtype=dtype)
     metrics = _demo_metrics(before, after, log, len(train), eval_seconds, **extra)
     save_json(metrics, out / "metrics.json")
