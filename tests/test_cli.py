@@ -98,6 +98,7 @@ def test_experiment_registry_and_missing_module(monkeypatch, capsys):
     targets = {k: spec for k, (spec, _) in registry.EXPERIMENTS.items()}
     assert targets == {
         "demo-seeds": "instruct_course.experiments.sft:run_demo_seeds",
+        "loss-on": "instruct_course.experiments.sft:run_loss_on",
         "multitask": "instruct_course.experiments.multitask:run_multitask_experiment",
         "pitfalls": "instruct_course.experiments.pitfalls:run_pitfalls_experiment",
         "overoptimization": "instruct_course.experiments.ppo:run_overoptimization",

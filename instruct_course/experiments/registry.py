@@ -19,6 +19,10 @@ EXPERIMENTS = {  # name -> ("module:function", what it shows)
         "instruct_course.experiments.sft:run_demo_seeds",
         "lesson 05 (SFT): the demo's recipe on six training seeds, against the course's targets",
     ),
+    "loss-on": (
+        "instruct_course.experiments.sft:run_loss_on",
+        "lesson 05 (SFT): the loss on the response only vs on every token, on three training seeds",
+    ),
     "multitask": (
         "instruct_course.experiments.multitask:run_multitask_experiment",
         "lesson 13 (multitask): single- vs multi-task tuning, zero-shot on unseen families",

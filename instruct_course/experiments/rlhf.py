@@ -327,16 +327,29 @@ def plot_rlhf_overoptimization(res: dict, path=None, window: int = 3):
     return fig
 
 # %% ../../nbs/experiments/rlhf.ipynb #370acbe9
-RLHF_SIZES = {  # training is the same in both: quick measures on fewer held-out prompts, less often
-    "full": {"eval_per_family": 18, "final_samples": 4, "ppo_eval_every": 5, "dpo_eval_every": 20},
-    "quick": {"eval_per_family": 6, "final_samples": 2, "ppo_eval_every": 10, "dpo_eval_every": 20},
+RLHF_SIZES = {  # the same PPO and DPO training in both: quick measures on fewer held-out prompts, less often,
+    # and leaves out the no-brake PPO run (SMALL_BETA), whose curves the lesson reads from the full run's results
+    "full": {
+        "eval_per_family": 18,
+        "final_samples": 4,
+        "ppo_eval_every": 5,
+        "dpo_eval_every": 20,
+        "no_brake_run": True,
+    },
+    "quick": {
+        "eval_per_family": 6,
+        "final_samples": 2,
+        "ppo_eval_every": 10,
+        "dpo_eval_every": 20,
+        "no_brake_run": False,
+    },
 }
 
 
 def run_rlhf(out_dir: str | Path = "runs/rlhf", seed: int = 0, quick: bool = False, progress: bool = True) -> dict:
-    """PPO (sensible and small β) and DPO from `tiny-sft-polite` (the same training in quick mode; fewer held-out
-    prompts and samples). Writes `results.json`, `rlhf.png` and `overoptimization.png` to `out_dir`; returns
-    `{sft, ppo, ppo_small_beta, dpo, rm, settings, ...}`."""
+    """PPO (sensible and small β) and DPO from `tiny-sft-polite` (quick: the same PPO and DPO training, fewer held-out
+    prompts and samples, no small-β run). Writes `results.json`, `rlhf.png` and (with the small-β run)
+    `overoptimization.png` to `out_dir`; returns `{sft, ppo, ppo_small_beta (full only), dpo, rm, settings, ...}`."""
     size = RLHF_SIZES["quick" if quick else "full"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -349,8 +362,9 @@ def run_rlhf(out_dir: str | Path = "runs/rlhf", seed: int = 0, quick: bool = Fal
         size_and_seed = (size["ppo_eval_every"], seed, progress)
         ppo = _ppo_stage(sft, tok, train_recs, eval_recs, PPO_SETTINGS, *size_and_seed)
         res["ppo"] = {**final(ppo.pop("policy")), **ppo}
-        small = _ppo_stage(sft, tok, train_recs, eval_recs, PPO_SETTINGS | SMALL_BETA, *size_and_seed)
-        res["ppo_small_beta"] = {**final(small.pop("policy")), **small}
+        if size["no_brake_run"]:
+            small = _ppo_stage(sft, tok, train_recs, eval_recs, PPO_SETTINGS | SMALL_BETA, *size_and_seed)
+            res["ppo_small_beta"] = {**final(small.pop("policy")), **small}
         pairs = polite_rm_pairs("train")
         args = (DPO_SETTINGS, DPO_KL_BUDGET, size["dpo_eval_every"], seed, progress)
         dpo = _dpo_stage(sft, tok, pairs, eval_recs, *args)
@@ -363,6 +377,7 @@ def run_rlhf(out_dir: str | Path = "runs/rlhf", seed: int = 0, quick: bool = Fal
     res |= {"settings": settings, "eval_prompts": len(eval_recs), "seed": seed, "seconds": round(t_all.seconds, 1)}
     res["threads"] = torch.get_num_threads()
     plot_rlhf(res, out / "rlhf.png")
-    plot_rlhf_overoptimization(res, out / "overoptimization.png")
+    if "ppo_small_beta" in res:
+        plot_rlhf_overoptimization(res, out / "overoptimization.png")
     save_json(res, out / "results.json")
     return res

@@ -19,8 +19,8 @@ from ..models import load_model, load_tokenizer, model_size
 from ..train.sft import SFTConfig, evaluate_exact_match, plot_loss, train_sft_stage
 
 # %% auto #0
-__all__ = ['COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'DEMO_TARGETS', 'side_by_side', 'run_demo',
-           'seed_row', 'run_demo_seeds']
+__all__ = ['COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'DEMO_TARGETS', 'LOSS_ON_STEPS', 'side_by_side',
+           'run_demo', 'seed_row', 'run_demo_seeds', 'plot_loss_on', 'run_loss_on']
 
 # %% ../../nbs/experiments/sft.ipynb #f1a77403
 COURSE_TASK_UPSAMPLE = {"qa": 6, "summarize": 6}  # the copy-from-context families, learned last (05_sft's table)
@@ -218,4 +218,72 @@ def run_demo_seeds(
     result["all_met"] = all(v == len(rows) for v in met.values())
     result["threads"] = torch.get_num_threads()
     save_json(result, out / "seeds.json")
+    return result
+
+# %% ../../nbs/experiments/sft.ipynb #b7e2d4a1
+LOSS_ON_STEPS = 300  # lesson 05's run
+
+
+def _loss_on_run(out: Path, train: list, heldout: list, tok, loss_on: str, seed: int, steps: int, progress) -> dict:
+    "One SFT run of the ablation and its held-out exact match (overall and per family)."
+    with Timer() as t:
+        model = train_sft_stage(
+            load_model("tiny", device="cpu"),
+            train,
+            tok,
+            output_dir=out / f"{loss_on}-seed{seed}",
+            seed=seed,
+            loss_on=loss_on,
+            max_steps=steps,
+            save_steps=steps,
+            progress=progress,
+        )
+    ev = evaluate_exact_match(model, tok, heldout, progress=progress)
+    return {"seed": seed, "loss_on": loss_on, "exact_match": ev["exact_match"], "per_task": ev["per_task"],
+            "seconds": round(t.seconds, 1)}  # fmt: skip
+
+
+def plot_loss_on(result: dict, path=None):
+    "Held-out exact match per seed (dots) and the mean (bar) for each place the loss goes."
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for i, side in enumerate(("response", "all")):
+        ems = [r["exact_match"] for r in result["rows"] if r["loss_on"] == side]
+        ax.bar(i, sum(ems) / len(ems), width=0.6, color=("tab:blue", "tab:orange")[i], alpha=0.5)
+        ax.plot([i] * len(ems), ems, "ko", ms=4)
+    ax.set(xticks=[0, 1], xticklabels=["response only", "every token"], ylim=(0, 1), ylabel="held-out exact match")
+    ax.set_title(f"{result['steps']} SFT steps, {len(result['seeds'])} seeds")
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=80)
+    return fig
+
+
+def run_loss_on(
+    out_dir: str | Path = "runs/loss-on", seed: int = 0, quick: bool = False, n_seeds: int = 3, progress=True
+) -> dict:
+    """CLI hook (`instruct-course experiment loss-on`): lesson 05's SFT run with the loss on the response only and on
+    every token, on seeds `seed` … `seed + n_seeds - 1`, scored on every held-out instance (quick: one seed, 10 steps,
+    2 instances per family). Writes `loss_on.json` and `loss_on.png`."""
+    if n_seeds < 1:
+        raise CourseError(f"n_seeds must be >= 1, got {n_seeds}")
+    out, tok, splits = Path(out_dir), load_tokenizer("tiny"), make_splits(seed=0)
+    steps = 10 if quick else LOSS_ON_STEPS
+    heldout = _first_per_task(splits["heldout_instances"], 2) if quick else splits["heldout_instances"]
+    seeds = range(seed, seed + (1 if quick else n_seeds))
+    rows = [
+        _loss_on_run(out, splits["train"], heldout, tok, side, s, steps, progress)
+        for s in seeds
+        for side in ("response", "all")
+    ]
+    mean = {
+        side: sum(r["exact_match"] for r in rows if r["loss_on"] == side) / len(seeds) for side in ("response", "all")
+    }
+    by_seed = {s: {r["loss_on"]: r["exact_match"] for r in rows if r["seed"] == s} for s in seeds}
+    result = {"seeds": list(seeds), "quick": quick, "steps": steps, "heldout": len(heldout), "rows": rows, "mean": mean}
+    result["response_better_on"] = sum(v["response"] > v["all"] for v in by_seed.values())
+    result["threads"] = torch.get_num_threads()
+    save_json(result, out / "loss_on.json")
+    plot_loss_on(result, out / "loss_on.png")
     return result

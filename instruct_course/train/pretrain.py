@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,10 +18,12 @@ from transformers import AutoTokenizer, LlamaForCausalLM, get_cosine_with_min_lr
 
 from ..core import CourseError, save_json, seed_everything
 from ..data.world import eval_keys, make_splits, pretraining_text
+from ..data.world_tasks import make_qa
 from ..models import model_size, pack_blocks, perplexity, tiny_config, train_tokenizer
 
 # %% auto #0
-__all__ = ['PretrainConfig', 'save_optimizer', 'load_optimizer', 'pretrain']
+__all__ = ['FACT_SLOTS', 'PretrainConfig', 'save_optimizer', 'load_optimizer', 'pretrain', 'fact_recall_prompts',
+           'score_fact_recall', 'fact_recall']
 
 # %% ../../nbs/02b_pretrain.ipynb #16829241
 @dataclass
@@ -183,3 +186,53 @@ def pretrain(
                 return hist
     hist["seconds"] = time.perf_counter() - t0
     return _finish(acc.unwrap_model(model), tokenizer, out_dir, hist, cfg, eval_texts)
+
+# %% ../../nbs/02b_pretrain.ipynb #c02brec2
+FACT_SLOTS = {"age": ("is", 2), "city": ("lives", 3), "food": ("likes", 2)}  # Ann is 55 … / lives in Oslo / likes rice
+
+
+def fact_recall_prompts(n: int = 200, seed: int = 0) -> list[dict]:
+    """`n` fresh QA passages from the world, each cut after "Remember:" and the start of one of its facts; with the
+    right `answer`, the fact's `kind` (`FACT_SLOTS`: its verb and where its value sits) and every value of that kind
+    in the passage."""
+    rng, out = random.Random(f"fact-recall:{seed}"), []
+    for _ in range(n):
+        passage = make_qa(rng)["passage"]
+        facts = [f.rstrip(".").split(" ") for f in passage.split(". ")]
+        kind = rng.choice(sorted(FACT_SLOTS))
+        verb, position = FACT_SLOTS[kind]
+        same_kind = [f for f in facts if f[1] == verb]
+        fact = rng.choice(same_kind)
+        prompt = f"{passage} Remember: {' '.join(fact[:position])}"
+        values = sorted({f[position] for f in same_kind})
+        out.append(
+            {"prompt": prompt, "answer": fact[position], "kind": kind, "values": values, "people": len(same_kind)}
+        )
+    return out
+
+
+def score_fact_recall(records: list[dict], continuations: list[str]) -> dict:
+    "Accuracy of the first word of each continuation, overall and per kind; `in_passage` and `chance` as above."
+    if len(records) != len(continuations):
+        raise CourseError(f"{len(records)} records but {len(continuations)} continuations: one per record")
+    words = [c.strip().split(" ")[0].rstrip(".") for c in continuations]
+    right = [w == r["answer"] for w, r in zip(words, records)]
+    kinds = sorted({r["kind"] for r in records})
+    per_kind = {k: sum(ok for ok, r in zip(right, records) if r["kind"] == k) / sum(r["kind"] == k for r in records)
+                for k in kinds}  # fmt: skip
+    return {
+        "accuracy": sum(right) / len(records),
+        "per_kind": per_kind,
+        "in_passage": sum(w in r["values"] for w, r in zip(words, records)) / len(records),
+        "chance": sum(1 / r["people"] for r in records) / len(records),
+        "n": len(records),
+    }
+
+
+def fact_recall(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
+    "The base model's fact recall (`score_fact_recall`) on `fact_recall_prompts(n, seed)`, greedy."
+    from instruct_course.generation import generate
+
+    records = fact_recall_prompts(n, seed)
+    outs = generate(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=4, batch_size=32)
+    return score_fact_recall(records, [o["text"] for o in outs])

@@ -13,6 +13,7 @@ from instruct_course.experiments.sft import (
     DEMO_TARGETS,
     run_demo,
     run_demo_seeds,
+    run_loss_on,
 )
 from instruct_course.train.sft import SFTConfig
 
@@ -68,3 +69,16 @@ def test_demo_seeds_quick_writes_one_row_per_seed(tmp_path):
         assert set(r["meets"]) == set(DEMO_TARGETS) and r["weakest_family_em"] == min(r["per_task"].values())
         assert not r["meets"]["heldout_instances"]  # 20 steps do not make an instruction follower
     assert res["met"]["heldout_instances"] == 0 and res["all_met"] is False
+
+
+def test_run_loss_on_quick_writes_both_runs(tmp_path):
+    res = run_loss_on(tmp_path / "lo", quick=True, progress=False)
+    disk = json.loads((tmp_path / "lo" / "loss_on.json").read_text())
+    assert disk == json.loads(json.dumps(res))
+    assert [(r["seed"], r["loss_on"]) for r in res["rows"]] == [(0, "response"), (0, "all")]
+    assert res["steps"] == 10 and res["heldout"] == 22 and res["quick"] is True
+    assert all(0 <= r["exact_match"] <= 1 and len(r["per_task"]) == 11 for r in res["rows"])
+    assert res["response_better_on"] == int(res["rows"][0]["exact_match"] > res["rows"][1]["exact_match"])
+    assert (tmp_path / "lo" / "loss_on.png").stat().st_size > 0
+    with pytest.raises(CourseError, match="n_seeds"):
+        run_loss_on(tmp_path / "bad", n_seeds=0)
