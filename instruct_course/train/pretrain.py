@@ -19,6 +19,7 @@ from transformers import AutoTokenizer, LlamaForCausalLM, get_cosine_with_min_lr
 from ..core import CourseError, save_json, seed_everything
 from ..data.world import eval_keys, make_splits, pretraining_text
 from ..data.world_tasks import make_qa
+from ..generation import generate
 from ..models import model_size, pack_blocks, perplexity, tiny_config, train_tokenizer
 
 # %% auto #0
@@ -231,8 +232,6 @@ def score_fact_recall(records: list[dict], continuations: list[str]) -> dict:
 
 def fact_recall(model, tokenizer, n: int = 200, seed: int = 0) -> dict:
     "The base model's fact recall (`score_fact_recall`) on `fact_recall_prompts(n, seed)`, greedy."
-    from instruct_course.generation import generate
-
     records = fact_recall_prompts(n, seed)
     outs = generate(model, tokenizer, [r["prompt"] for r in records], max_new_tokens=4, batch_size=32)
     return score_fact_recall(records, [o["text"] for o in outs])
