@@ -240,16 +240,20 @@ def check_generated(a: Answers) -> str:
     chosen = replay_batches(rows, a.cache["pool"]["sha"], targets()["replay_batches"])
     if not chosen:
         raise CheckFailed("the pool has no accepted pair to check")
-    pairs = []
+    pairs, accepted = [], []
     for b in chosen:
         rs = [r for r in rows if r["batch"] == b]
-        pairs += _regenerate(a, rs, "instruction") + _regenerate(a, rs, "instance")
+        instances = _regenerate(a, rs, "instance")
+        pairs += _regenerate(a, rs, "instruction") + instances
+        with_instance = [r for r in rs if r.get("instance_prompt")]
+        accepted += [(p, r["id"]) for p, r in zip(instances, with_instance) if r["status"] == "accepted"]
     same = sum(same_text(x, y) for x, y in pairs)
+    changed = [i for (x, y), i in accepted if not same_text(x, y)]  # the pairs that reach the dataset: all must agree
     msg = f"regenerated {len(pairs)} texts of {len(chosen)} batch(es) with SmolLM2: {same} came out as recorded"
-    if same < REPLAY_AGREEMENT * len(pairs):
+    if same < REPLAY_AGREEMENT * len(pairs) or changed:
         raise CheckFailed(
-            f"{msg}. The pool must be what SmolLM2 generated from the recorded prompts, seeds and settings, "
-            "unchanged: run the generation loop as given"
+            f"{msg}{f', not the accepted {changed}' if changed else ''}. The pool must be what SmolLM2 generated "
+            "from the recorded prompts, seeds and settings, unchanged: run the generation loop as given"
         )
     return msg
 
