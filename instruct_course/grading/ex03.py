@@ -208,8 +208,8 @@ def replay_batches(rows: list[dict], sha: str, k: int) -> list[int]:
     return sorted(random.Random(f"{GRADER_SEED}:{sha}").sample(with_acc, min(k, len(with_acc))))
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #81a77e2b
-def _regenerate(a: Answers, rs: list[dict], stage: str) -> list[tuple[str, str]]:
-    "(regenerated, recorded) texts of one stage ('instruction' or 'instance') of one batch."
+def _regenerate(a: Answers, rs: list[dict], stage: str) -> list[tuple[str, str, dict]]:
+    "(regenerated, recorded, record) of one stage ('instruction' or 'instance') of one batch."
     s = rs[0]["settings"]
     if stage == "instance":
         rs = [r for r in rs if r.get("instance_prompt")]
@@ -228,7 +228,7 @@ def _regenerate(a: Answers, rs: list[dict], stage: str) -> list[tuple[str, str]]
         batch_size=s["batch_size"],
     )
     recorded = [r["instruction"] if stage == "instruction" else r.get("instance_text") or "" for r in rs]
-    return [(o["text"], t) for o, t in zip(outs, recorded)]
+    return [(o["text"], t, r) for o, t, r in zip(outs, recorded, rs)]
 
 # %% ../../nbs/grading/ex03_self_instruct.ipynb #4f0a4397
 def check_generated(a: Answers) -> str:
@@ -245,10 +245,9 @@ def check_generated(a: Answers) -> str:
         rs = [r for r in rows if r["batch"] == b]
         instances = _regenerate(a, rs, "instance")
         pairs += _regenerate(a, rs, "instruction") + instances
-        with_instance = [r for r in rs if r.get("instance_prompt")]
-        accepted += [(p, r["id"]) for p, r in zip(instances, with_instance) if r["status"] == "accepted"]
-    same = sum(same_text(x, y) for x, y in pairs)
-    changed = [i for (x, y), i in accepted if not same_text(x, y)]  # the pairs that reach the dataset: all must agree
+        accepted += [(x, y, r["id"]) for x, y, r in instances if r["status"] == "accepted"]
+    same = sum(same_text(x, y) for x, y, _ in pairs)
+    changed = [i for x, y, i in accepted if not same_text(x, y)]  # the pairs that reach the dataset: all must agree
     msg = f"regenerated {len(pairs)} texts of {len(chosen)} batch(es) with SmolLM2: {same} came out as recorded"
     if same < REPLAY_AGREEMENT * len(pairs) or changed:
         raise CheckFailed(
