@@ -51,7 +51,9 @@ def _cmd_world(a) -> None:
 def _cmd_pretrain(a) -> None:
     from instruct_course.train.pretrain import PretrainConfig, pretrain  # transformers: loaded for this command only
 
-    cfg = PretrainConfig(steps=a.steps, batch_size=a.batch_size, seed=a.seed, n_docs=a.n_docs, save_every=a.save_every)
+    cfg = PretrainConfig(
+        steps=a.steps, batch_size=a.batch_size, lr=a.lr, seed=a.seed, n_docs=a.n_docs, save_every=a.save_every
+    )
     held = pretraining_text(seed=cfg.seed + 123, n_docs=300, exclude=eval_keys(make_splits(seed=cfg.seed)))
     with output_to_stderr(a.json):
         h = pretrain(a.out, cfg=cfg, eval_texts=held)
@@ -144,6 +146,7 @@ def _add_pretrain(sub) -> None:
     pt.add_argument("--out", required=True)
     pt.add_argument("--steps", type=int, default=2000)
     pt.add_argument("--batch-size", type=int, default=32)
+    pt.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine to a tenth)")
     pt.add_argument("--seed", type=int, default=0)
     pt.add_argument("--n-docs", type=int, default=40000)
     pt.add_argument("--save-every", type=int, default=250)

@@ -158,6 +158,8 @@ def test_bench_prints_whole_json_and_names_a_missing_module(fake_module, monkeyp
 def test_pretrain_refuses_bad_settings(tmp_path):
     r = run("pretrain", "--out", tmp_path / "p", "--steps", "0")
     assert r.returncode == 2 and "steps" in r.stderr and "Traceback" not in r.stderr
+    r = run("pretrain", "--out", tmp_path / "p", "--lr", "0")
+    assert r.returncode == 2 and "PretrainConfig.lr must be > 0" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_grade_is_wired(tmp_path):
