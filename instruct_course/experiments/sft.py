@@ -6,21 +6,22 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
 import torch
 
-from ..core import CourseError, Timer, dtype_name, save_json, write_jsonl
+from ..core import CourseError, Timer, assets_dir, dtype_name, save_json, write_jsonl
 from ..data.flan_mixing import upsample_tasks
 from ..data.world import FAMILIES, SPLITS, make_splits
 from ..models import load_model, load_tokenizer, model_size
 from ..train.sft import SFTConfig, evaluate_exact_match, plot_loss, train_sft_stage
 
 # %% auto #0
-__all__ = ['COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'DEMO_TARGETS', 'LOSS_ON_STEPS', 'side_by_side',
-           'run_demo', 'seed_row', 'run_demo_seeds', 'plot_loss_on', 'run_loss_on']
+__all__ = ['COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'SHIPPED_SFT', 'DEMO_TARGETS', 'LOSS_ON_STEPS',
+           'side_by_side', 'run_demo', 'make_shipped_sft', 'seed_row', 'run_demo_seeds', 'plot_loss_on', 'run_loss_on']
 
 # %% ../../nbs/experiments/sft.ipynb #f1a77403
 COURSE_TASK_UPSAMPLE = {"qa": 6, "summarize": 6}  # the copy-from-context families, learned last (05_sft's table)
@@ -174,6 +175,53 @@ def run_demo(
     print(side_by_side(before, after))
     _print_report(before, after, log, out)
     return metrics
+
+# %% ../../nbs/experiments/sft.ipynb #6dceadf4
+SHIPPED_SFT = "tiny-sft"  # assets/tiny-sft: the demo's SFT model, shipped so later lessons need not retrain it
+
+
+def _shipped_sft_stats(made_by: str, metrics: dict) -> dict:
+    "The record `sft_stats.json` holds: how the model was made, its SFT run, and exact match before and after."
+    after, before = metrics["after"]["splits"], metrics["before"]["splits"]
+    run = {k: metrics["sft"][k] for k in ("config", "seconds", "steps", "threads", "task_upsample", "train_records")}
+    return {
+        "made_by": made_by,
+        "base": "tiny",
+        "seed": metrics["seed"],
+        "dtype": metrics["dtype"],
+        "sft": run,
+        "exact_match": {s: after[s]["exact_match"] for s in SPLITS[1:]},
+        "exact_match_base": {s: before[s]["exact_match"] for s in SPLITS[1:]},
+        "per_task_heldout_instances": metrics["after"]["per_task"],
+    }
+
+
+def make_shipped_sft(
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    max_steps: int | None = None,
+    eval_per_family: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Reproduce `assets/tiny-sft` (or write to `out_dir`): `run_demo` with `seed` (`max_steps` and `eval_per_family`
+    as there), then its SFT model and tokenizer, `sft_stats.json` and `model_card.json`. Returns the stats."""
+    out = Path(out_dir) if out_dir else assets_dir() / SHIPPED_SFT
+    with tempfile.TemporaryDirectory() as work:
+        metrics = run_demo(work, seed=seed, max_steps=max_steps, progress=progress, eval_per_family=eval_per_family)
+        trained = Path(work) / "sft_model"
+        model, tok = load_model(str(trained), device="cpu"), load_tokenizer(str(trained))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    options = "".join(f", {k}={v}" for k, v in (("max_steps", max_steps), ("eval_per_family", eval_per_family)) if v)
+    stats = _shipped_sft_stats(f"{__name__}.make_shipped_sft(seed={seed}{options})", metrics)
+    save_json(stats, out / "sft_stats.json")
+    card = {
+        "kind": "causal-lm",
+        "description": "the tiny model after the course's supervised fine-tuning: it follows the world's instructions",
+    }
+    save_json(card, out / "model_card.json")
+    return stats
 
 # %% ../../nbs/experiments/sft.ipynb #dfdc803f
 DEMO_TARGETS = {"heldout_instances": 0.90, "weakest_family": 0.80, "heldout_templates": 0.85, "sft_seconds": 60}
