@@ -47,21 +47,34 @@ def load_results(results_dir) -> dict:
     return out
 
 
+def _key_parts(value: dict, parts: list[str]) -> int:
+    "How many of `parts`, joined by dots, make the longest key of `value` (keys may hold dots); 0 if none."
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in value:
+            return n
+    return 0
+
+
 def result_value(results: dict, ref: str):
-    "The value at `ref` ('NAME.key.key', list items by index) in `results`; a `CourseError` saying what is missing."
+    """The value at `ref` ('NAME.key.key', list items by index, a key that holds dots matched whole) in `results`; a
+    `CourseError` saying what is missing."""
     name, *keys = [k.strip() for k in ref.split(".")]
     if name not in results:
         have = ", ".join(sorted(results)) or "none"
         raise CourseError(f"{{{{{ref}}}}}: there is no results/{name}.json (there are: {have})")
-    value, at = results[name], f"results/{name}.json"
-    for k in keys:
+    value, at, i = results[name], f"results/{name}.json", 0
+    while i < len(keys):
+        k, used = keys[i], 1
         if isinstance(value, list) and k.lstrip("-").isdigit() and -len(value) <= int(k) < len(value):
             value = value[int(k)]
-        elif isinstance(value, dict) and k in value:
+        elif isinstance(value, dict) and _key_parts(value, keys[i:]):
+            used = _key_parts(value, keys[i:])
+            k = ".".join(keys[i : i + used])
             value = value[k]
         else:
             have = list(value) if isinstance(value, dict) else f"a {type(value).__name__}: {str(value)[:60]}"
             raise CourseError(f"{{{{{ref}}}}}: {at} has no {k!r} (it has: {have})")
+        i += used
         at += f" > {k}"
     return value
 
