@@ -162,6 +162,24 @@ def test_pretrain_refuses_bad_settings(tmp_path):
     assert r.returncode == 2 and "PretrainConfig.lr must be > 0" in r.stderr and "Traceback" not in r.stderr
 
 
+def _pretrain_defaults_that_differ(argv: list[str]) -> list[str]:
+    "The `pretrain` flags whose parsed value differs from `PretrainConfig`'s default for the same field."
+    from dataclasses import fields
+
+    from instruct_course.train.pretrain import PretrainConfig
+
+    parsed = vars(cli.build_parser().parse_args(["pretrain", "--out", "x", *argv]))
+    shared = sorted(set(parsed) & {f.name for f in fields(PretrainConfig)})
+    assert shared == ["batch_size", "lr", "n_docs", "save_every", "seed", "steps"], shared  # every flag is a field
+    return [k for k in shared if parsed[k] != getattr(PretrainConfig(), k)]
+
+
+def test_pretrain_flags_default_to_pretrain_config():
+    "The parser is built without importing torch, so its defaults repeat PretrainConfig's: they must agree."
+    assert _pretrain_defaults_that_differ([]) == []
+    assert _pretrain_defaults_that_differ(["--lr", "1e-3", "--steps", "7"]) == ["lr", "steps"]  # the check can fail
+
+
 def test_grade_is_wired(tmp_path):
     r = run("grade", tmp_path / "missing.ipynb", "--json")
     assert r.returncode == 2 and "no such notebook" in json.loads(r.stdout)["error"]
