@@ -25,7 +25,7 @@ from ..data.preferences import expand_rankings
 from ..data.style import mix_closers, preference_label, style_label, style_rates
 from ..data.world import make_splits
 from .dpo import eval_subset
-from .sft import COURSE_DEMO_CONFIG, COURSE_TASK_UPSAMPLE
+from .sft import COURSE_DEMO_CONFIG, COURSE_TASK_UPSAMPLE, save_causal_lm
 from ..generation import generate
 from ..models import load_model, load_tokenizer, shipped_model_dir
 from ..train.dpo import DPOConfig, sample_logprobs, sample_responses, train_dpo
@@ -133,15 +133,6 @@ def rlhf_eval_records(per_family: int = 18) -> list[dict]:
     return eval_subset(make_splits(seed=0)["heldout_instances"], per_family)
 
 
-def _save_causal_lm(model, tokenizer, out: Path, card: dict, stats: dict, stats_name: str) -> None:
-    "Model, tokenizer, `model_card.json` and the statistics file into `out`."
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    save_json(stats, out / stats_name)
-    save_json(card, out / "model_card.json")
-
-
 def make_polite_sft(
     out_dir: str | Path | None = None, seed: int = 0, progress: bool = True, eval_per_family: int = 18, **overrides
 ) -> dict:
@@ -164,7 +155,7 @@ def make_polite_sft(
         "kind": "causal-lm",
         "description": "tiny after SFT on demonstrations of which 70% end with a polite closer",
     }
-    _save_causal_lm(model, tok, out, card, stats, "sft_stats.json")
+    save_causal_lm(model, tok, out, card, stats)
     return stats
 
 # %% ../../nbs/experiments/rlhf.ipynb #ece42891

@@ -21,7 +21,8 @@ from ..train.sft import SFTConfig, evaluate_exact_match, plot_loss, train_sft_st
 
 # %% auto #0
 __all__ = ['COURSE_TASK_UPSAMPLE', 'COURSE_DEMO_STEPS', 'COURSE_DEMO_CONFIG', 'SHIPPED_SFT', 'DEMO_TARGETS', 'LOSS_ON_STEPS',
-           'side_by_side', 'run_demo', 'make_shipped_sft', 'seed_row', 'run_demo_seeds', 'plot_loss_on', 'run_loss_on']
+           'side_by_side', 'run_demo', 'save_causal_lm', 'make_shipped_sft', 'seed_row', 'run_demo_seeds',
+           'plot_loss_on', 'run_loss_on']
 
 # %% ../../nbs/experiments/sft.ipynb #f1a77403
 COURSE_TASK_UPSAMPLE = {"qa": 6, "summarize": 6}  # the copy-from-context families, learned last (05_sft's table)
@@ -196,6 +197,15 @@ def _shipped_sft_stats(made_by: str, metrics: dict) -> dict:
     }
 
 
+def save_causal_lm(model, tokenizer, out: Path, card: dict, stats: dict, stats_name: str = "sft_stats.json") -> None:
+    "A shipped causal LM: model, tokenizer, `model_card.json` and the statistics file into `out`."
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    save_json(stats, out / stats_name)
+    save_json(card, out / "model_card.json")
+
+
 def make_shipped_sft(
     out_dir: str | Path | None = None,
     seed: int = 0,
@@ -210,17 +220,13 @@ def make_shipped_sft(
         metrics = run_demo(work, seed=seed, max_steps=max_steps, progress=progress, eval_per_family=eval_per_family)
         trained = Path(work) / "sft_model"
         model, tok = load_model(str(trained), device="cpu"), load_tokenizer(str(trained))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_pretrained(out)
     options = "".join(f", {k}={v}" for k, v in (("max_steps", max_steps), ("eval_per_family", eval_per_family)) if v)
     stats = _shipped_sft_stats(f"{__name__}.make_shipped_sft(seed={seed}{options})", metrics)
-    save_json(stats, out / "sft_stats.json")
     card = {
         "kind": "causal-lm",
         "description": "the tiny model after the course's supervised fine-tuning: it follows the world's instructions",
     }
-    save_json(card, out / "model_card.json")
+    save_causal_lm(model, tok, out, card, stats)
     return stats
 
 # %% ../../nbs/experiments/sft.ipynb #dfdc803f
