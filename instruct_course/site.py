@@ -64,12 +64,12 @@ def result_value(results: dict, ref: str):
         raise CourseError(f"{{{{{ref}}}}}: there is no results/{name}.json (there are: {have})")
     value, at, i = results[name], f"results/{name}.json", 0
     while i < len(keys):
-        k, used = keys[i], 1
+        k, parts = keys[i], _key_parts(value, keys[i:]) if isinstance(value, dict) else 0
+        used = parts or 1
         if isinstance(value, list) and k.lstrip("-").isdigit() and -len(value) <= int(k) < len(value):
             value = value[int(k)]
-        elif isinstance(value, dict) and _key_parts(value, keys[i:]):
-            used = _key_parts(value, keys[i:])
-            k = ".".join(keys[i : i + used])
+        elif parts:
+            k = ".".join(keys[i : i + parts])
             value = value[k]
         else:
             have = list(value) if isinstance(value, dict) else f"a {type(value).__name__}: {str(value)[:60]}"
