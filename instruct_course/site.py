@@ -64,7 +64,8 @@ def result_value(results: dict, ref: str):
         raise CourseError(f"{{{{{ref}}}}}: there is no results/{name}.json (there are: {have})")
     value, at, i = results[name], f"results/{name}.json", 0
     while i < len(keys):
-        k, parts = keys[i], _key_parts(value, keys[i:]) if isinstance(value, dict) else 0
+        k = keys[i]
+        parts = _key_parts(value, keys[i:]) if isinstance(value, dict) else 0
         used = parts or 1
         if isinstance(value, list) and k.lstrip("-").isdigit() and -len(value) <= int(k) < len(value):
             value = value[int(k)]

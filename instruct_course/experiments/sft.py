@@ -197,12 +197,12 @@ def _shipped_sft_stats(made_by: str, metrics: dict) -> dict:
     }
 
 
-def save_causal_lm(model, tokenizer, out: Path, card: dict, stats: dict, stats_name: str = "sft_stats.json") -> None:
-    "A shipped causal LM: model, tokenizer, `model_card.json` and the statistics file into `out`."
+def save_causal_lm(model, tokenizer, out: Path, card: dict, stats: dict) -> None:
+    "A shipped causal LM: model, tokenizer, `model_card.json` and `sft_stats.json` into `out`."
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    save_json(stats, out / stats_name)
+    save_json(stats, out / "sft_stats.json")
     save_json(card, out / "model_card.json")
 
 
