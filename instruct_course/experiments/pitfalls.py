@@ -51,7 +51,7 @@ PITFALLS_TABLE = [
 QUICK = {
     "n_train": 150,
     "n_eval": 4,
-    "steps": 50,
+    "steps": 40,
     "eval_steps": 10,
     "overfit_n": 48,
     "overfit_steps": 60,

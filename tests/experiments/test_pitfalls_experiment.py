@@ -30,7 +30,7 @@ def test_table_is_repaired():
 
 
 def test_settings():
-    assert set(QUICK) == set(FULL) and FULL["steps"] == 300 and QUICK["steps"] == 50
+    assert set(QUICK) == set(FULL) and FULL["steps"] == 300 and QUICK["steps"] == 40
     assert pitfall_setup(seed=0, quick=True, n_train=5, n_eval=1)["cfg"]["n_train"] == 5
     with pytest.raises(CourseError, match="stepz"):
         pitfall_setup(stepz=3)
