@@ -62,10 +62,18 @@ class FullHeadTrainer(InstructionTrainer):
 
 # %% ../../nbs/16_bench.ipynb #35ae18a0
 def trl_config(
-    output_dir, steps: int, batch_size: int, max_length: int, seed: int, group_by_length: bool = False, bf16=False
+    output_dir,
+    steps: int,
+    batch_size: int,
+    max_length: int,
+    seed: int,
+    group_by_length: bool = False,
+    bf16=False,
+    compile=False,
 ):
     """TRL's `SFTConfig` with the same hyper-parameters as the course's `SFTConfig()` and TRL's best CPU settings
-    (`bf16=True`: TRL's default bf16 autocast, measured as the variant `trl_bf16`)."""
+    (`bf16=True`: TRL's default bf16 autocast, measured as the variant `trl_bf16`; `compile=True`: the `Trainer`'s
+    `torch_compile`, the variant `trl_compiled`)."""
     from trl import SFTConfig as TRLSFTConfig  # optional and slow to import: only the benchmark needs it
 
     c = SFTConfig()
@@ -86,6 +94,7 @@ def trl_config(
         data_seed=seed,
         use_cpu=True,
         bf16=bf16,
+        torch_compile=compile,
         fp16=False,
         activation_checkpointing=False,
         max_length=max_length,
@@ -118,12 +127,17 @@ def _run_ours(
     trainer_cls=InstructionTrainer,
     group_by_length=False,
     bf16=False,
+    compile=False,
 ):
     """Ours as `train_sft_stage` builds it, with the sampling forced to TRL's in the same pair (random or by length);
-    `bf16`: under bf16 autocast, as TRL's `bf16=True`."""
+    `bf16`: under bf16 autocast, as TRL's `bf16=True`; `compile`: the transformer body compiled in place
+    (`model.base_model.compile(dynamic=True)`: the loss calls the body, not the model's forward, so the `Trainer`'s
+    `torch_compile` would not reach it), without the per-phase wrappers in the model."""
 
     def fn(ts, name):
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
+        if compile:
+            model.base_model.compile(dynamic=True)  # batch lengths vary: one graph for all of them
         ds, _ = prepare_dataset(records, tok, max_length=max_length, verbose=False)
         with tempfile.TemporaryDirectory() as d:
             kw = dict(max_steps=steps, batch_size=batch_size, max_seq_length=max_length, save_steps=10**9)
@@ -135,13 +149,13 @@ def _run_ours(
             tr = instrumented(trainer_cls, seed)(
                 model=model, args=args, train_dataset=ds, processing_class=tok, data_collator=InstructionCollator(tok)
             )
-            return timed_train(tr, ts, name, warmup)
+            return timed_train(tr, ts, name, warmup, wrap_model=not compile)
 
     return fn
 
 
-def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_length=False, bf16=False):
-    "TRL's `SFTTrainer` on the same records as prompt-completion pairs."
+def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_length=False, bf16=False, compile=False):
+    "TRL's `SFTTrainer` on the same records as prompt-completion pairs (`compile`: no per-phase wrappers in the model)."
 
     def fn(ts, name):
         from datasets import Dataset
@@ -149,11 +163,11 @@ def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_leng
 
         tok, model = load_tokenizer("tiny"), load_model("tiny", device="cpu")
         with tempfile.TemporaryDirectory() as d:
-            cfg = trl_config(d, steps, batch_size, max_length, seed, group_by_length, bf16)
+            cfg = trl_config(d, steps, batch_size, max_length, seed, group_by_length, bf16, compile)
             tr = instrumented(SFTTrainer, seed)(
                 model=model, args=cfg, train_dataset=Dataset.from_list(trl_records(records)), processing_class=tok
             )
-            return timed_train(tr, ts, name, warmup)
+            return timed_train(tr, ts, name, warmup, wrap_model=not compile)
 
     return fn
 
@@ -197,7 +211,17 @@ def _run_plain(records, steps, warmup, batch_size, max_length, seed, lr=None, ma
     return fn
 
 # %% ../../nbs/16_bench.ipynb #d12571e6
-VARIANTS = ("ours_full_head", "trl_group_by_length", "ours_group_by_length", "trl_bf16", "ours_bf16")
+VARIANTS = (
+    "ours_full_head",
+    "trl_group_by_length",
+    "ours_group_by_length",
+    "trl_bf16",
+    "ours_bf16",
+    "ours_compiled",
+    "trl_compiled",
+    "ours_group_by_length_compiled",
+    "trl_group_by_length_compiled",
+)
 
 
 def _variants(variants) -> tuple:
@@ -218,6 +242,10 @@ def _contenders(records, steps, warmup, batch_size, max_length, seed, extra: tup
         "ours_group_by_length": lambda: _run_ours(*a, group_by_length=True),
         "trl_bf16": lambda: _run_trl(*a, bf16=True),
         "ours_bf16": lambda: _run_ours(*a, bf16=True),
+        "ours_compiled": lambda: _run_ours(*a, compile=True),
+        "trl_compiled": lambda: _run_trl(*a, compile=True),
+        "ours_group_by_length_compiled": lambda: _run_ours(*a, group_by_length=True, compile=True),
+        "trl_group_by_length_compiled": lambda: _run_trl(*a, group_by_length=True, compile=True),
     }
     return jobs | {v: makers[v]() for v in VARIANTS if v in extra}
 
@@ -245,12 +273,27 @@ def _measure(jobs: dict, threads: int | None, quiet: bool) -> tuple[dict, float,
     return runs, peak, n_threads
 
 # %% ../../nbs/16_bench.ipynb #f2d1bee6
+def _compiled_headline(name: str, compiled: dict, eager: dict) -> dict:
+    """A compiled run against its eager twin (same batches): tokens/s, speed-up, compile seconds (the warm-up steps'
+    extra time; 0 when an earlier run in the process compiled the same code) and the steps after which compiling has
+    paid for itself (None: it never does)."""
+    compile_s = max(compiled["warmup_seconds"] - eager["warmup_seconds"], 0.0)
+    saved_per_step = eager["s_per_step"] - compiled["s_per_step"]
+    return {
+        f"{name}_tokens_per_s": compiled["tokens_per_s"],
+        f"{name}_speedup": round(compiled["tokens_per_s"] / eager["tokens_per_s"], 3),
+        f"{name}_compile_seconds": round(compile_s, 1),
+        f"{name}_break_even_steps": round(compile_s / saved_per_step) if saved_per_step > 0 else None,
+    }
+
+
 def _headline(runs: dict, peak: float, n_params: int) -> dict:
     "MFU per run, and the headline numbers: tokens/s of each contender, the ratios, same-batch checks."
     for r in runs.values():
         r["mfu"] = round(6 * n_params * r["real_tokens_per_s"] / (peak * 1e9), 4)
     ours, trl_r, plain = runs["ours"], runs["trl"], runs["plain_torch"]
-    others = [k for k in ("trl", "plain_torch", "ours_full_head", "trl_bf16", "ours_bf16") if k in runs]
+    same = ("trl", "plain_torch", "ours_full_head", "trl_bf16", "ours_bf16", "ours_compiled", "trl_compiled")
+    others = [k for k in same if k in runs]
     res = {
         "ours_tokens_per_s": ours["tokens_per_s"],
         "trl_tokens_per_s": trl_r["tokens_per_s"],
@@ -267,11 +310,18 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
     for k in ("trl_group_by_length", "ours_group_by_length", "trl_bf16", "ours_bf16"):
         if k in runs:
             res[f"{k}_tokens_per_s"] = runs[k]["tokens_per_s"]
+    for eager in ("ours", "trl", "ours_group_by_length", "trl_group_by_length"):
+        if f"{eager}_compiled" in runs and eager in runs:
+            res |= _compiled_headline(f"{eager}_compiled", runs[f"{eager}_compiled"], runs[eager])
     if "trl_group_by_length" in runs and "ours_group_by_length" in runs:
         tg, og = runs["trl_group_by_length"], runs["ours_group_by_length"]
         res |= {
             "best_ratio": round(og["tokens_per_s"] / tg["tokens_per_s"], 3),
-            "same_batches_grouped": og["response_per_step"] == tg["response_per_step"],
+            "same_batches_grouped": all(
+                runs[k]["response_per_step"] == og["response_per_step"]
+                for k in ("trl_group_by_length", "ours_group_by_length_compiled", "trl_group_by_length_compiled")
+                if k in runs
+            ),
         }
     best = {
         who: max((k for k in runs if k.split("_")[0] == who), key=lambda k: runs[k]["tokens_per_s"])
@@ -288,12 +338,14 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
 OURS_SETTINGS = (
     "InstructionTrainer (compute_instruction_loss: LM head on response positions only) + "
     "training_arguments(SFTConfig()), train_sampling_strategy forced to random (ours, ours_full_head) / "
-    "group_by_length (ours_group_by_length), save_strategy=no; ours_bf16: bf16 autocast (mixed_precision=bf16)"
+    "group_by_length (ours_group_by_length), save_strategy=no; ours_bf16: bf16 autocast (mixed_precision=bf16); "
+    "*_compiled: model.base_model.compile(dynamic=True) before the Trainer is built"
 )
 TRL_SETTINGS = (
     "completion_only_loss=True, bf16=False, activation_checkpointing=False (gradient_checkpointing), packing=False, "
     "padding_free=False, train_sampling_strategy=random (trl) / group_by_length (trl_group_by_length), "
-    "save_strategy=no, same lr/schedule/clipping/logging_steps/seed as ours; trl_bf16: bf16=True (TRL's default)"
+    "save_strategy=no, same lr/schedule/clipping/logging_steps/seed as ours; trl_bf16: bf16=True (TRL's default); "
+    "*_compiled: torch_compile=True"
 )
 
 

@@ -52,7 +52,8 @@ def phase_ms(timer: PhaseTimer, total_s: float, steps: int) -> dict:
 
 # %% ../../nbs/bench/trainer.ipynb #444ce72a
 def steady_stats(durations: list[float], counts: list[dict], warmup: int, timer: PhaseTimer) -> dict:
-    "Throughput and phase times over the steps after `warmup`, from step durations and batch counts."
+    """Throughput and phase times over the steps after `warmup`, from step durations and batch counts; `warmup_seconds`:
+    the warm-up steps together (where a compiled model compiles)."""
     if len(durations) <= warmup:
         raise CourseError(f"only {len(durations)} steps ran with warmup={warmup}: raise steps")
     d, c = durations[warmup:], counts[warmup : len(durations)]
@@ -60,6 +61,7 @@ def steady_stats(durations: list[float], counts: list[dict], warmup: int, timer:
     tot = {k: sum(x[k] for x in c) for k in ("response", "real", "slots")}
     return {
         "steps_timed": n,
+        "warmup_seconds": round(sum(durations[:warmup]), 3),
         "seconds": round(secs, 3),
         "s_per_step": round(secs / n, 4),
         "tokens_per_s": round(tot["response"] / secs, 1),
@@ -117,23 +119,25 @@ def model_targets(m) -> list:
     return [(m, "forward", "model"), (m.base_model, "forward", "body"), (m.get_output_embeddings(), "forward", "head")]
 
 
-def trainer_targets(trainer) -> list:
-    "Everything `timed_train` wraps (the optimizer is wrapped when training begins)."
+def trainer_targets(trainer, wrap_model: bool = True) -> list:
+    """Everything `timed_train` wraps (the optimizer is wrapped when training begins); `wrap_model=False` leaves the
+    model alone (a compiled model would trace the timer's Python)."""
     return [
         (trainer, "get_batch_samples", "data"),
         (trainer, "compute_loss", "loss"),
         (trainer.accelerator, "backward", "backward"),
         (trainer, "_clip_grad_norm", "clip"),
-    ] + model_targets(trainer.model)
+    ] + (model_targets(trainer.model) if wrap_model else [])
 
 
-def timed_train(trainer, ts, name: str, warmup: int) -> dict:
-    "Train `trainer` taking turns in `ts` as `name`; its steady-state numbers after `warmup` steps (`steady_stats`)."
+def timed_train(trainer, ts, name: str, warmup: int, wrap_model: bool = True) -> dict:
+    """Train `trainer` taking turns in `ts` as `name`; its steady-state numbers after `warmup` steps (`steady_stats`).
+    `wrap_model`: time the model's body and head too (off for a compiled model)."""
     timer = PhaseTimer()
     clock = TurnClock(ts, name, timer, warmup)
     trainer.add_callback(clock)
     trainer.bench_counts = []
-    for obj, attr, key in trainer_targets(trainer):
+    for obj, attr, key in trainer_targets(trainer, wrap_model):
         timer.wrap(obj, attr, key)
     trainer.train()
     return steady_stats(clock.durations, trainer.bench_counts, warmup, timer)
