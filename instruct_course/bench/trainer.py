@@ -121,7 +121,7 @@ def model_targets(m) -> list:
 
 def trainer_targets(trainer, wrap_model: bool = True) -> list:
     """Everything `timed_train` wraps (the optimizer is wrapped when training begins); `wrap_model=False` leaves the
-    model alone (a compiled model would trace the timer's Python)."""
+    model alone (the compiled runs: it keeps the timer's Python out of the code being compiled)."""
     return [
         (trainer, "get_batch_samples", "data"),
         (trainer, "compute_loss", "loss"),
