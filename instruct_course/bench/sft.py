@@ -155,7 +155,8 @@ def _run_ours(
 
 
 def _run_trl(records, steps, warmup, batch_size, max_length, seed, group_by_length=False, bf16=False, compile=False):
-    "TRL's `SFTTrainer` on the same records as prompt-completion pairs (`compile`: no per-phase wrappers in the model)."
+    """TRL's `SFTTrainer` on the same records as prompt-completion pairs; `compile`: TRL's `torch_compile=True`,
+    without the per-phase wrappers in the model."""
 
     def fn(ts, name):
         from datasets import Dataset
