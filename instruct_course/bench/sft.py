@@ -293,8 +293,8 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
     for r in runs.values():
         r["mfu"] = round(6 * n_params * r["real_tokens_per_s"] / (peak * 1e9), 4)
     ours, trl_r, plain = runs["ours"], runs["trl"], runs["plain_torch"]
-    same = ("trl", "plain_torch", "ours_full_head", "trl_bf16", "ours_bf16", "ours_compiled", "trl_compiled")
-    others = [k for k in same if k in runs]
+    grouped = [k for k in runs if "group_by_length" in k]  # every other run trains on ours' random batches
+    others = [k for k in runs if k not in grouped]
     res = {
         "ours_tokens_per_s": ours["tokens_per_s"],
         "trl_tokens_per_s": trl_r["tokens_per_s"],
@@ -311,18 +311,15 @@ def _headline(runs: dict, peak: float, n_params: int) -> dict:
     for k in ("trl_group_by_length", "ours_group_by_length", "trl_bf16", "ours_bf16"):
         if k in runs:
             res[f"{k}_tokens_per_s"] = runs[k]["tokens_per_s"]
-    for eager in ("ours", "trl", "ours_group_by_length", "trl_group_by_length"):
-        if f"{eager}_compiled" in runs and eager in runs:
-            res |= _compiled_headline(f"{eager}_compiled", runs[f"{eager}_compiled"], runs[eager])
+    for name in VARIANTS:
+        eager = name.removesuffix("_compiled")
+        if name != eager and name in runs and eager in runs:
+            res |= _compiled_headline(name, runs[name], runs[eager])
     if "trl_group_by_length" in runs and "ours_group_by_length" in runs:
         tg, og = runs["trl_group_by_length"], runs["ours_group_by_length"]
         res |= {
             "best_ratio": round(og["tokens_per_s"] / tg["tokens_per_s"], 3),
-            "same_batches_grouped": all(
-                runs[k]["response_per_step"] == og["response_per_step"]
-                for k in ("trl_group_by_length", "ours_group_by_length_compiled", "trl_group_by_length_compiled")
-                if k in runs
-            ),
+            "same_batches_grouped": all(runs[k]["response_per_step"] == og["response_per_step"] for k in grouped),
         }
     best = {
         who: max((k for k in runs if k.split("_")[0] == who), key=lambda k: runs[k]["tokens_per_s"])
